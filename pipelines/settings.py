@@ -1,0 +1,277 @@
+"""The settings of one cell and of a whole matrix, validated without torch.
+
+The CLI, the TUI's setup screen and the worker share these definitions, so a bad value
+gets the same one-line message everywhere, naming the valid choices. Nothing here imports
+torch: validation must be instant and must work in the UI process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines import registry
+
+ATTENTION = ("sdpa", "classic", "xformers", "sdpa-flash", "sdpa-efficient", "sdpa-math", "sdpa-cudnn")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_BACKENDS = ("inductor", "eager", "aot_eager")
+DTYPES = ("fp16", "bf16", "fp32")
+DEVICES = ("cuda", "cpu")
+WEIGHTS = registry.WEIGHT_SOURCES
+
+DEFAULT_PROMPT = "ghibli style, a fantasy landscape with castles"
+
+# A hub repo id: "name" or "owner/name", the characters the hub allows.
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+
+
+class BadInput(ValueError):
+    """A user error: its message is one line, shown as is, and the program exits 2."""
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Everything one worker needs to run one cell. Concrete: no "auto" values left."""
+
+    pipeline: str
+    weights: str = "tiny"
+    model: str | None = None
+    attention: str = "sdpa"
+    compile_mode: str = "none"
+    fullgraph: bool = True
+    compile_backend: str = "inductor"
+    channels_last: bool = True
+    dtype: str = "fp32"
+    batch_size: int = 1
+    height: int = 64
+    width: int = 64
+    steps: int = 50
+    iterations: int = 3
+    warmup: int = 1
+    device: str = "cpu"
+    seed: int = 0
+    prompt: str = DEFAULT_PROMPT
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CellSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def compiled(self) -> bool:
+        return self.compile_mode != "none"
+
+    def label(self) -> str:
+        """A short one-line description for progress displays."""
+        parts = [self.pipeline, self.weights, self.attention, f"compile={self.compile_mode}"]
+        if self.compiled:
+            parts.append(f"{self.compile_backend}{'+fullgraph' if self.fullgraph else ''}")
+        parts += [self.dtype, f"b{self.batch_size}", f"{self.height}x{self.width}", f"{self.steps} steps"]
+        return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    """What the user asked for; each list is one axis of the cross product.
+
+    ``device``/``dtype`` may be None ("auto"): they are resolved against the worker host's
+    facts (is CUDA there?) by :func:`expand`, which the parent calls once the worker host
+    has said what it has.
+    """
+
+    pipelines: tuple[str, ...] = ("sd-txt2img",)
+    weights: tuple[str, ...] = ("tiny",)
+    model: str | None = None
+    attention: tuple[str, ...] = ("sdpa",)
+    compile_modes: tuple[str, ...] = ("none",)
+    fullgraph: bool = True
+    compile_backends: tuple[str, ...] = ("inductor",)
+    channels_last: bool = True
+    dtypes: tuple[str, ...] | None = None
+    batch_sizes: tuple[int, ...] = (1,)
+    steps: tuple[int, ...] = (50,)
+    height: int | None = None
+    width: int | None = None
+    iterations: int = 3
+    warmup: int = 1
+    device: str | None = None
+    seed: int = 0
+    prompt: str = DEFAULT_PROMPT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MatrixSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw: dict[str, Any] = {}
+        for k, v in d.items():
+            if k not in known:
+                continue
+            kw[k] = tuple(v) if isinstance(v, list) else v
+        return cls(**kw)
+
+    def n_cells(self) -> int:
+        n = 1
+        for axis in (
+            self.pipelines,
+            self.weights,
+            self.attention,
+            self.compile_modes,
+            self.dtypes or ("auto",),
+            self.batch_sizes,
+            self.steps,
+        ):
+            n *= len(axis)
+        compiled = sum(1 for m in self.compile_modes if m != "none")
+        uncompiled = len(self.compile_modes) - compiled
+        # compile backends multiply only the compiled modes
+        n = n // len(self.compile_modes) * (uncompiled + compiled * len(self.compile_backends))
+        return n
+
+
+# --- parsing helpers (shared by the CLI and the setup screen) -------------------------------
+
+
+def split_list(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def parse_choices(option: str, text: str | Sequence[str], valid: Sequence[str]) -> tuple[str, ...]:
+    items = split_list(text) if isinstance(text, str) else [str(t) for t in text]
+    if not items:
+        raise BadInput(f"{option} needs at least one value; valid: {', '.join(valid)}")
+    for item in items:
+        if item not in valid:
+            raise BadInput(f"unknown {option} value {item!r}; valid: {', '.join(valid)}")
+    return tuple(dict.fromkeys(items))
+
+
+def parse_ints(option: str, text: str | Sequence[int], *, minimum: int = 1) -> tuple[int, ...]:
+    items = split_list(text) if isinstance(text, str) else [str(t) for t in text]
+    if not items:
+        raise BadInput(f"{option} needs at least one whole number >= {minimum}")
+    out: list[int] = []
+    for item in items:
+        try:
+            value = int(item)
+        except ValueError:
+            raise BadInput(f"{option} takes whole numbers >= {minimum}, got {item!r}") from None
+        if value < minimum:
+            raise BadInput(f"{option} must be >= {minimum}, got {value}")
+        out.append(value)
+    return tuple(dict.fromkeys(out))
+
+
+def parse_int(option: str, text: str | int, *, minimum: int = 1) -> int:
+    return parse_ints(option, [text] if isinstance(text, int) else str(text), minimum=minimum)[0]
+
+
+def parse_size(option: str, value: str | int | None) -> int | None:
+    if value is None or value == "":
+        return None
+    size = parse_int(option, value, minimum=8)
+    if size % 8:
+        raise BadInput(f"{option} must be a multiple of 8, got {size}")
+    return size
+
+
+def validate_model(model: str | None) -> str | None:
+    """A --model is an existing local directory or a well-formed hub repo id.
+
+    Checked before anything is loaded: a path that does not exist gets its own message
+    rather than the hub's, and nothing that looks like a URL or a shell fragment is passed on.
+    """
+    if model is None or model == "":
+        return None
+    looks_like_path = model.startswith((".", "/", "~")) or os.sep in model and not _REPO_ID.match(model)
+    if looks_like_path or os.path.exists(model):
+        path = os.path.expanduser(model)
+        if not os.path.isdir(path):
+            raise BadInput(f"--model path {model!r} does not exist or is not a directory")
+        return os.path.abspath(path)
+    if not _REPO_ID.match(model):
+        raise BadInput(f"--model {model!r} is neither an existing directory nor a hub id like 'owner/name'")
+    return model
+
+
+def validate_matrix(m: MatrixSpec) -> MatrixSpec:
+    """Check a matrix built by code (the setup screen) with the CLI's rules and messages."""
+    parse_choices("--pipeline", m.pipelines, registry.PIPELINE_NAMES)
+    parse_choices("--weights", m.weights, WEIGHTS)
+    parse_choices("--attention", m.attention, ATTENTION)
+    parse_choices("--compile", m.compile_modes, COMPILE_MODES)
+    parse_choices("--compile-backend", m.compile_backends, COMPILE_BACKENDS)
+    if m.dtypes is not None:
+        parse_choices("--dtype", m.dtypes, DTYPES)
+    if m.device is not None:
+        parse_choices("--device", [m.device], DEVICES)
+    parse_ints("--batch", m.batch_sizes)
+    parse_ints("--steps", m.steps)
+    parse_int("--iterations", m.iterations)
+    parse_int("--warmup", m.warmup, minimum=0)
+    parse_size("--height", m.height)
+    parse_size("--width", m.width)
+    validate_model(m.model)
+    if m.model and "hub" not in m.weights:
+        raise BadInput("--model applies to --weights hub only; add hub to --weights or drop --model")
+    return m
+
+
+def resolve_device(requested: str | None, cuda_available: bool) -> str:
+    if requested is None:
+        return "cuda" if cuda_available else "cpu"
+    if requested == "cuda" and not cuda_available:
+        raise BadInput("--device cuda: no CUDA device is available to the worker's torch; use --device cpu")
+    return requested
+
+
+def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
+    """The cross product of the matrix in a stable order: pipeline, weights, batch, steps,
+    dtype, attention, compile mode, backend (compiled modes only)."""
+    validate_matrix(m)
+    device = resolve_device(m.device, cuda_available)
+    dtypes: Iterable[str] = m.dtypes if m.dtypes else (("fp16",) if device == "cuda" else ("fp32",))
+    modes: list[tuple[str, str]] = []
+    for mode in m.compile_modes:
+        if mode == "none":
+            modes.append((mode, m.compile_backends[0]))
+        else:
+            modes.extend((mode, b) for b in m.compile_backends)
+    cells: list[CellSpec] = []
+    for pipe, weights, batch, steps, dtype, attention, (mode, backend) in itertools.product(
+        m.pipelines, m.weights, m.batch_sizes, m.steps, tuple(dtypes), m.attention, modes
+    ):
+        nh, nw = registry.get(pipe).native_size[weights]
+        cells.append(
+            CellSpec(
+                pipeline=pipe,
+                weights=weights,
+                model=m.model if weights == "hub" else None,
+                attention=attention,
+                compile_mode=mode,
+                fullgraph=m.fullgraph,
+                compile_backend=backend,
+                channels_last=m.channels_last,
+                dtype=dtype,
+                batch_size=batch,
+                height=m.height or nh,
+                width=m.width or nw,
+                steps=steps,
+                iterations=m.iterations,
+                warmup=m.warmup,
+                device=device,
+                seed=m.seed,
+                prompt=m.prompt,
+            )
+        )
+    return cells

@@ -1,0 +1,318 @@
+"""The event schema: the one contract between the worker, the parent and every view.
+
+Stdlib only, on purpose: the UI process, the headless runner, replay, export and the
+torch worker all import this module, and the UI must never pay for (or crash with) torch.
+
+Everything a user sees is derived from a stream of these events, so a session directory's
+``events.jsonl`` is enough to rebuild every table and to replay the dashboard. On the wire
+(worker -> parent pipe) and on disk they are JSON lines: ``{"kind": ..., "v": 1, ...fields}``.
+
+Rules that keep old sessions readable:
+- add fields with defaults, never repurpose one; bump ``SCHEMA_VERSION`` on a breaking change;
+- a line with an unknown ``kind`` decodes to :class:`UnknownEvent` (kept, not dropped), and
+  unknown fields of a known kind are ignored, so a newer worker can feed an older parent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+
+#: Phases of one cell, in order. ``startup`` is the worker process becoming ready
+#: (fork or imports); ``first_call`` includes any torch.compile compilation.
+PHASES = ("startup", "build", "apply", "first_call", "warmup", "measure")
+
+#: What a call was for. Only ``measured`` calls feed it/s and step percentiles.
+CALL_KINDS = ("first", "warmup", "measured")
+
+#: Error kinds carried by :class:`Error`.
+ERROR_KINDS = ("oom", "unsupported", "crash", "bad-input", "error", "stall", "interrupted")
+
+
+class SchemaError(ValueError):
+    """A line that is not a valid event (bad JSON, not an object, wrong field types)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every event.
+
+    ``ts`` is the emitter's wall clock (``time.time()``): worker and parent share the host
+    clock, and wall time is what a user correlates with logs. ``cell`` is the index of the
+    cell in the session's matrix, or -1 for session-level events.
+    """
+
+    KIND: ClassVar[str] = ""
+    ts: float = field(default_factory=time.time)
+    cell: int = -1
+
+
+# --- session level -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionStarted(Event):
+    """First line of every session: what was asked for, before anything ran."""
+
+    KIND: ClassVar[str] = "session_started"
+    session_id: str = ""
+    sdtop_version: str = ""
+    argv: list[str] = field(default_factory=list)
+    matrix: dict[str, Any] = field(default_factory=dict)
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    resumed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Environment(Event):
+    """Versions and device facts. Session-level (cell=-1) from the worker host at start;
+    cell-level from each worker once it has touched its device (device name, driver)."""
+
+    KIND: ClassVar[str] = "environment"
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionFinished(Event):
+    KIND: ClassVar[str] = "session_finished"
+    status: str = "complete"  # complete | interrupted | error
+    duration_s: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Log(Event):
+    """A human-readable note (warnings the user should see, e.g. a skipped torn line)."""
+
+    KIND: ClassVar[str] = "log"
+    level: str = "info"  # info | warning | error
+    message: str = ""
+
+
+# --- cell level ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellStarted(Event):
+    """Emitted by the parent when it asks a launcher for a worker."""
+
+    KIND: ClassVar[str] = "cell_started"
+    n_cells: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerStarted(Event):
+    """First event of a worker: it exists and is about to build (ends the startup phase)."""
+
+    KIND: ClassVar[str] = "worker_started"
+    pid: int = 0
+    launcher: str = ""  # forkserver | subprocess | ...
+    startup_s: float = 0.0  # worker-side: fork or interpreter+imports, as measured there
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseStarted(Event):
+    KIND: ClassVar[str] = "phase_started"
+    phase: str = ""
+    stage: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseEnded(Event):
+    KIND: ClassVar[str] = "phase_ended"
+    phase: str = ""
+    stage: str = ""
+    duration_s: float = 0.0
+    ok: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class SettingsApplied(Event):
+    """What the model really holds after settings were applied (not what was asked):
+    diffusers can silently ignore an attention choice, so the processor classes are read
+    back from the modules."""
+
+    KIND: ClassVar[str] = "settings_applied"
+    attention_processors: dict[str, list[str]] = field(default_factory=dict)
+    sdpa_backend: str = ""
+    compiled: list[str] = field(default_factory=list)
+    channels_last: list[str] = field(default_factory=list)
+    dtype: str = ""
+    device: str = ""
+    parameters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepTimed(Event):
+    """One denoising step. ``ms`` is the interval ending at this step's callback; for step 0
+    it starts when the denoising loop is entered."""
+
+    KIND: ClassVar[str] = "step"
+    call: int = 0
+    call_kind: str = "measured"
+    stage: str = "main"
+    step: int = 0
+    ms: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageTimed(Event):
+    """One stage of one call (every pipeline has stage "main"; if-cascade has I, II,
+    upscaler). ``loop_s`` is loop entry to the last step's end: the it/s denominator."""
+
+    KIND: ClassVar[str] = "stage_timed"
+    call: int = 0
+    call_kind: str = "measured"
+    stage: str = "main"
+    steps: int = 0
+    loop_s: float = 0.0
+    encode_s: float = 0.0
+    decode_s: float = 0.0
+    wall_s: float = 0.0
+    batch_size: int = 1
+    height: int = 0
+    width: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallFinished(Event):
+    """One whole pipeline call: its parts (text encoding, denoising loops, VAE decode, the
+    rest) add up to ``wall_s``."""
+
+    KIND: ClassVar[str] = "call_finished"
+    call: int = 0
+    call_kind: str = "measured"
+    wall_s: float = 0.0
+    encode_s: float = 0.0
+    denoise_s: float = 0.0
+    decode_s: float = 0.0
+    other_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Error(Event):
+    KIND: ClassVar[str] = "error"
+    error_kind: str = "error"
+    phase: str = ""
+    call: int = -1
+    message: str = ""
+    traceback: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellFinished(Event):
+    """The cell's final status, in the seed's vocabulary (see :mod:`profiler.status`)."""
+
+    KIND: ClassVar[str] = "cell_finished"
+    status: str = "ok"
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerExited(Event):
+    """How the worker process ended, as seen by whoever waited for it."""
+
+    KIND: ClassVar[str] = "worker_exited"
+    pid: int = 0
+    returncode: int | None = None
+    signal: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnknownEvent(Event):
+    """A line of a kind this version does not know; kept so nothing recorded is lost."""
+
+    KIND: ClassVar[str] = "unknown"
+    kind: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.KIND: cls
+    for cls in (
+        SessionStarted,
+        Environment,
+        SessionFinished,
+        Log,
+        CellStarted,
+        WorkerStarted,
+        PhaseStarted,
+        PhaseEnded,
+        SettingsApplied,
+        StepTimed,
+        StageTimed,
+        CallFinished,
+        Error,
+        CellFinished,
+        WorkerExited,
+    )
+}
+
+_FIELDS: dict[type[Event], frozenset[str]] = {
+    cls: frozenset(f.name for f in dataclasses.fields(cls)) for cls in EVENT_TYPES.values()
+}
+
+
+def register(cls: type[Event]) -> type[Event]:
+    """Add an event type (later features declare theirs beside the code that emits them)."""
+    if not cls.KIND or cls.KIND in EVENT_TYPES and EVENT_TYPES[cls.KIND] is not cls:
+        raise ValueError(f"event kind {cls.KIND!r} is empty or taken")
+    EVENT_TYPES[cls.KIND] = cls
+    _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return cls
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    if isinstance(event, UnknownEvent):
+        return {"kind": event.kind, **event.data}
+    d: dict[str, Any] = {"kind": event.KIND, "v": SCHEMA_VERSION}
+    for f in dataclasses.fields(event):
+        d[f.name] = getattr(event, f.name)
+    return d
+
+
+def encode(event: Event) -> str:
+    """One JSON line, without the newline. Non-finite floats are written as null so any
+    JSON reader accepts the file."""
+    return json.dumps(to_dict(event), separators=(",", ":"), default=str, allow_nan=False)
+
+
+def from_dict(d: dict[str, Any]) -> Event:
+    kind = d.get("kind")
+    if not isinstance(kind, str):
+        raise SchemaError("event has no 'kind'")
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        rest = {k: v for k, v in d.items() if k != "kind"}
+        return UnknownEvent(kind=kind, data=rest, ts=_num(d.get("ts"), 0.0), cell=_int(d.get("cell"), -1))
+    known = _FIELDS[cls]
+    kwargs = {k: v for k, v in d.items() if k in known}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - dataclass kwargs are filtered above
+        raise SchemaError(str(exc)) from exc
+
+
+def decode(line: str) -> Event:
+    """Parse one JSON line. Raises :class:`SchemaError` with a short reason."""
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"not JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(d, dict):
+        raise SchemaError("not a JSON object")
+    return from_dict(d)
+
+
+def _num(v: Any, default: float) -> float:
+    return float(v) if isinstance(v, int | float) else default
+
+
+def _int(v: Any, default: int) -> int:
+    return int(v) if isinstance(v, int) else default

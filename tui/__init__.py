@@ -1,0 +1,1 @@
+"""sdtop's terminal UI and command line. Never imports torch or diffusers."""
