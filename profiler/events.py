@@ -224,6 +224,116 @@ class WorkerExited(Event):
     signal: int | None = None
 
 
+# --- telemetry (emitted by the parent's sampler and by the worker) -----------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostSample(Event):
+    """Host figures for the worker process, sampled by the parent (works without a GPU)."""
+
+    KIND: ClassVar[str] = "host_sample"
+    pid: int = 0
+    rss_mib: float | None = None
+    cpu_pct: float | None = None
+    system_used_mib: float | None = None
+    system_total_mib: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuSample(Event):
+    """One NVML reading of the worker's GPU. Every figure is None where NVML could not give
+    it; ``status`` is "ok" or "n/a: <why>" so a blank is never silent."""
+
+    KIND: ClassVar[str] = "gpu_sample"
+    status: str = "ok"
+    index: int | None = None
+    device_used_mib: float | None = None
+    device_total_mib: float | None = None
+    process_used_mib: float | None = None
+    util_pct: float | None = None
+    mem_util_pct: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    temp_c: float | None = None
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+    energy_mj: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TorchMemory(Event):
+    """The torch allocator as the worker sees it, at each phase end and each call; peaks
+    are reset per phase so each phase's peak is known. None on devices without one (CPU)."""
+
+    KIND: ClassVar[str] = "torch_memory"
+    phase: str = ""
+    call: int = -1
+    allocated_mib: float | None = None
+    reserved_mib: float | None = None
+    max_allocated_mib: float | None = None
+    max_reserved_mib: float | None = None
+    alloc_retries: int | None = None
+    ooms: int | None = None
+
+
+# --- torch.compile -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompileStarted(Event):
+    KIND: ClassVar[str] = "compile_started"
+    module: str = ""
+    compile_id: str = ""
+    backend: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompileFinished(Event):
+    KIND: ClassVar[str] = "compile_finished"
+    module: str = ""
+    compile_id: str = ""
+    backend: str = ""
+    duration_s: float = 0.0
+    inductor_s: float | None = None
+    graph_breaks: int | None = None
+    fail_reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recompile(Event):
+    """torch recompiled a frame; ``reason`` is the guard-failure text as torch gives it."""
+
+    KIND: ClassVar[str] = "recompile"
+    function: str = ""
+    reason: str = ""
+    compile_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GraphBreak(Event):
+    KIND: ClassVar[str] = "graph_break"
+    reason: str = ""
+    location: str = ""
+    count: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecompileLimit(Event):
+    """The recompile limit was hit: torch runs that frame eagerly from now on."""
+
+    KIND: ClassVar[str] = "recompile_limit"
+    function: str = ""
+    limit: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CudagraphSkip(Event):
+    KIND: ClassVar[str] = "cudagraph_skip"
+    reason: str = ""
+    count: int = 1
+
+
 @dataclass(frozen=True, kw_only=True)
 class UnknownEvent(Event):
     """A line of a kind this version does not know; kept so nothing recorded is lost."""
@@ -251,6 +361,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Error,
         CellFinished,
         WorkerExited,
+        HostSample,
+        GpuSample,
+        TorchMemory,
+        CompileStarted,
+        CompileFinished,
+        Recompile,
+        GraphBreak,
+        RecompileLimit,
+        CudagraphSkip,
     )
 }
 
