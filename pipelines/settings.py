@@ -87,8 +87,9 @@ class MatrixSpec:
     has said what it has.
     """
 
-    pipelines: tuple[str, ...] = ("sd-txt2img",)
-    weights: tuple[str, ...] = ("tiny",)
+    # Empty = the embedded default, chosen once the worker host says whether CUDA is there.
+    pipelines: tuple[str, ...] = ()
+    weights: tuple[str, ...] = ()
     model: str | None = None
     attention: tuple[str, ...] = ("sdpa",)
     compile_modes: tuple[str, ...] = ("none",)
@@ -122,9 +123,13 @@ class MatrixSpec:
 
     def n_cells(self) -> int:
         n = 1
+        pipes, weights = (self.pipelines, self.weights)
+        if not pipes or not weights:
+            dp, dw = embedded_default(cuda_available=False)
+            pipes, weights = pipes or dp, weights or dw
         for axis in (
-            self.pipelines,
-            self.weights,
+            pipes,
+            weights,
             self.attention,
             self.compile_modes,
             self.dtypes or ("auto",),
@@ -204,10 +209,20 @@ def validate_model(model: str | None) -> str | None:
     return model
 
 
+def embedded_default(*, cuda_available: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(pipelines, weights) when the user names none: every pipeline on tiny weights on a
+    CPU box (runs in minutes), SD 1.5's real architecture with random weights on a GPU."""
+    if cuda_available:
+        return ("sd-txt2img",), ("random",)
+    return registry.PIPELINE_NAMES, ("tiny",)
+
+
 def validate_matrix(m: MatrixSpec) -> MatrixSpec:
     """Check a matrix built by code (the setup screen) with the CLI's rules and messages."""
-    parse_choices("--pipeline", m.pipelines, registry.PIPELINE_NAMES)
-    parse_choices("--weights", m.weights, WEIGHTS)
+    if m.pipelines:
+        parse_choices("--pipeline", m.pipelines, registry.PIPELINE_NAMES)
+    if m.weights:
+        parse_choices("--weights", m.weights, WEIGHTS)
     parse_choices("--attention", m.attention, ATTENTION)
     parse_choices("--compile", m.compile_modes, COMPILE_MODES)
     parse_choices("--compile-backend", m.compile_backends, COMPILE_BACKENDS)
@@ -222,7 +237,7 @@ def validate_matrix(m: MatrixSpec) -> MatrixSpec:
     parse_size("--height", m.height)
     parse_size("--width", m.width)
     validate_model(m.model)
-    if m.model and "hub" not in m.weights:
+    if m.model and m.weights and "hub" not in m.weights:
         raise BadInput("--model applies to --weights hub only; add hub to --weights or drop --model")
     return m
 
@@ -240,6 +255,9 @@ def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
     dtype, attention, compile mode, backend (compiled modes only)."""
     validate_matrix(m)
     device = resolve_device(m.device, cuda_available)
+    default_pipes, default_weights = embedded_default(cuda_available=device == "cuda")
+    pipes = m.pipelines or default_pipes
+    weights_axis = m.weights or (("hub",) if m.model else default_weights)
     dtypes: Iterable[str] = m.dtypes if m.dtypes else (("fp16",) if device == "cuda" else ("fp32",))
     modes: list[tuple[str, str]] = []
     for mode in m.compile_modes:
@@ -249,7 +267,7 @@ def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
             modes.extend((mode, b) for b in m.compile_backends)
     cells: list[CellSpec] = []
     for pipe, weights, batch, steps, dtype, attention, (mode, backend) in itertools.product(
-        m.pipelines, m.weights, m.batch_sizes, m.steps, tuple(dtypes), m.attention, modes
+        pipes, weights_axis, m.batch_sizes, m.steps, tuple(dtypes), m.attention, modes
     ):
         nh, nw = registry.get(pipe).native_size[weights]
         cells.append(

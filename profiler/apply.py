@@ -1,0 +1,168 @@
+"""Apply a cell's settings to a built pipeline (torch; worker process only).
+
+Attention is applied to every denoiser module the seed compiles (the UNets, the
+ControlNet) and then READ BACK: diffusers can accept an attention choice and silently keep
+another (``set_attention_backend`` does nothing on UNet2DConditionModel), so what is
+recorded is the processor classes the modules really hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pipelines.build import BuiltPipeline
+from pipelines.settings import CellSpec
+
+
+class Unsupported(RuntimeError):
+    """This combination cannot run here; the cell becomes "not supported: <reason>"."""
+
+
+SDPA_KERNELS = {
+    "sdpa-flash": "FLASH_ATTENTION",
+    "sdpa-efficient": "EFFICIENT_ATTENTION",
+    "sdpa-math": "MATH",
+    "sdpa-cudnn": "CUDNN_ATTENTION",
+}
+
+
+@dataclass
+class Applied:
+    attention_processors: dict[str, list[str]] = field(default_factory=dict)
+    compiled: list[str] = field(default_factory=list)
+    channels_last: list[str] = field(default_factory=list)
+    sdpa_backend: str = ""
+
+
+def module_key(stage: str, attr: str) -> str:
+    return attr if stage == "main" else f"{stage}.{attr}"
+
+
+def denoisers(built: BuiltPipeline) -> Iterator[tuple[str, Any, str, torch.nn.Module]]:
+    """(key, pipe, attribute, module) for every module the seed would compile."""
+    for st in built.stages:
+        for attr in st.compiled:
+            module = getattr(st.pipe, attr, None)
+            if isinstance(module, torch.nn.Module):
+                yield module_key(st.name, attr), st.pipe, attr, module
+
+
+def processor_classes(module: torch.nn.Module) -> list[str]:
+    procs = getattr(module, "attn_processors", None)
+    if not isinstance(procs, dict):
+        return []
+    return sorted({type(p).__name__ for p in procs.values()})
+
+
+def _to_sdpa(module: Any) -> None:
+    """Switch every processor to its SDPA ("2_0") counterpart, keeping its family.
+
+    IF's UNets hold added-KV processors: forcing plain AttnProcessor2_0 on them would break
+    the model, so each processor class is mapped to ``<name>2_0`` where diffusers has one.
+    """
+    from diffusers.models import attention_processor as ap
+
+    procs = module.attn_processors
+    new: dict[str, Any] = {}
+    for name, proc in procs.items():
+        cls_name = type(proc).__name__
+        if cls_name.endswith("2_0"):
+            new[name] = proc
+            continue
+        sdpa_cls = getattr(ap, f"{cls_name}2_0", None)
+        if sdpa_cls is None:
+            raise Unsupported(f"no SDPA version of attention processor {cls_name}")
+        new[name] = sdpa_cls()
+    module.set_attn_processor(new)
+
+
+def apply_attention(built: BuiltPipeline, spec: CellSpec) -> Applied:
+    applied = Applied()
+    choice = spec.attention
+    if choice == "xformers":
+        try:
+            import xformers  # noqa: F401
+        except ImportError:
+            raise Unsupported("xformers not installed") from None
+        for st in built.stages:
+            try:
+                st.pipe.enable_xformers_memory_efficient_attention()
+            except Exception as exc:  # xformers present but unusable on this device
+                raise Unsupported(f"xformers: {exc}") from exc
+    for key, _pipe, _attr, module in denoisers(built):
+        if not hasattr(module, "set_attn_processor"):
+            continue
+        if choice == "classic":
+            module.set_default_attn_processor()  # type: ignore[operator]
+        elif choice == "sdpa" or choice in SDPA_KERNELS:
+            _to_sdpa(module)
+        applied.attention_processors[key] = processor_classes(module)
+    if choice in SDPA_KERNELS:
+        applied.sdpa_backend = SDPA_KERNELS[choice]
+    return applied
+
+
+def apply_memory_format(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> None:
+    if not spec.channels_last:
+        return
+    for key, _pipe, _attr, module in denoisers(built):
+        module.to(memory_format=torch.channels_last)
+        applied.channels_last.append(key)
+
+
+def apply_compile(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> None:
+    """Wrap each denoiser as the seed does: ``pipe.unet = torch.compile(pipe.unet, ...)``.
+
+    ``mode`` is an inductor option; other backends ignore it with a warning, so it is only
+    passed to inductor.
+    """
+    if not spec.compiled:
+        return
+    mode = None if spec.compile_mode == "default" else spec.compile_mode
+    for key, pipe, attr, module in list(denoisers(built)):
+        if spec.compile_backend == "inductor":
+            compiled = torch.compile(module, mode=mode, fullgraph=spec.fullgraph, backend="inductor")
+        else:
+            compiled = torch.compile(module, fullgraph=spec.fullgraph, backend=spec.compile_backend)
+        setattr(pipe, attr, compiled)
+        applied.compiled.append(key)
+
+
+def apply_settings(built: BuiltPipeline, spec: CellSpec) -> Applied:
+    applied = apply_attention(built, spec)
+    apply_memory_format(built, spec, applied)
+    apply_compile(built, spec, applied)
+    return applied
+
+
+@contextlib.contextmanager
+def attention_context(spec: CellSpec) -> Iterator[None]:
+    """Force one SDPA kernel around a call (``sdpa-flash`` etc.); a no-op otherwise.
+
+    UNet processors call SDPA directly, so the kernel is chosen with torch's own context
+    manager rather than diffusers' dispatcher (which UNets ignore).
+    """
+    name = SDPA_KERNELS.get(spec.attention)
+    if name is None:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = getattr(SDPBackend, name, None)
+    if backend is None:
+        raise Unsupported(f"{spec.attention}: this torch has no SDPBackend.{name}")
+    with sdpa_kernel(backend):
+        yield
+
+
+def is_kernel_unavailable(exc: BaseException) -> bool:
+    """True for torch's "no kernel can run this" errors under a forced SDPA backend."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "No viable backend" in text or "No available kernel" in text
+    )

@@ -1,0 +1,108 @@
+"""The fork server: pay torch's import once, give every cell a fresh process.
+
+Importing torch + diffusers + transformers costs ~5 s on a small box; a matrix of many
+small cells must not pay that per cell, yet compile caches and allocator state must never
+leak between cells. So this process imports everything once, WITHOUT running a single
+torch op or touching CUDA (both make fork unsafe), and forks one child per cell. Each child
+is a fresh copy of that clean state; it runs the cell and exits.
+
+Protocol (the parent is :class:`profiler.launcher.ForkServerLauncher`):
+- stdout (a private fd; fd 1 itself is pointed at stderr): JSON event lines. The server
+  writes one session-level :class:`Environment` when ready and a :class:`WorkerExited`
+  after each child; children write their own events in between. Only one child runs at a
+  time and the server writes only after ``waitpid``, so lines never interleave.
+- stdin: one JSON request per line: ``{"op": "run", "cell": i, "spec": {...}}`` or
+  ``{"op": "exit"}``. EOF also exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+
+from profiler.events import Environment, Log, WorkerExited
+from profiler.worker import FdEmitter, claim_stdout, quiet_libraries, run_request, versions
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (an SSH drop, a killed UI):
+    no orphan keeps a GPU busy. Best effort elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def main() -> int:
+    t0 = time.perf_counter()
+    die_with_parent()
+    # The parent owns Ctrl+C: it stops the cell and kills what must die.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_libraries()
+    events_fd = claim_stdout()
+    emit = FdEmitter(events_fd)
+
+    import diffusers  # noqa: F401
+    import torch
+
+    import pipelines.build  # noqa: F401  (pulls every pipeline class)
+    import profiler.apply  # noqa: F401
+    import profiler.timing  # noqa: F401
+
+    data = versions()
+    data["launcher"] = "forkserver"
+    data["import_s"] = round(time.perf_counter() - t0, 3)
+    fork_safe = not torch.cuda.is_initialized()
+    data["fork_safe"] = fork_safe
+    emit(Environment(data=data))
+    if not fork_safe:
+        emit(Log(level="warning", message="CUDA was initialised during import; fork server unusable"))
+        return 3
+
+    stdin = sys.stdin.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            return 0
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError:
+            emit(Log(level="error", message="fork server: bad request line"))
+            continue
+        if request.get("op") == "exit":
+            return 0
+        if request.get("op") != "run":
+            continue
+        t_req = time.perf_counter()
+        cell = int(request["cell"])
+        pid = os.fork()
+        if pid == 0:  # the cell's worker
+            code = 0
+            try:
+                die_with_parent()
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.close(devnull)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                run_request(request, emit, launcher="forkserver", startup_s=time.perf_counter() - t_req)
+            except BaseException:  # noqa: BLE001 - never return into the server's loop
+                code = 70
+            finally:
+                os._exit(code)
+        _, wstatus = os.waitpid(pid, 0)
+        sig = os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None
+        rc = os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else None
+        # A leading newline ends any line a killed child left half-written.
+        os.write(events_fd, b"\n")
+        emit(WorkerExited(cell=cell, pid=pid, returncode=rc, signal=sig))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""Where a worker runs: one small interface, so a Ray cluster or one worker per GPU can
+replace the local process later without touching the runner or the UI.
+
+Parent half: no torch. A launcher answers two questions: what does the worker host have
+(:meth:`Launcher.hello`: versions, is CUDA there) and "run this cell" (:meth:`Launcher.start`,
+returning a :class:`WorkerHandle` whose raw event lines the runner reads).
+
+- :class:`ForkServerLauncher` (default on Linux): one long-lived fork server pays the torch
+  import once; each cell is a freshly forked child.
+- :class:`SubprocessLauncher`: a fresh interpreter per cell (portable, slow to start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipelines.settings import CellSpec
+from profiler.events import Environment, WorkerExited, decode, encode
+
+
+class LaunchError(RuntimeError):
+    """The worker host could not be started (one line, for the user)."""
+
+
+class LineReader:
+    """Reads newline-terminated lines from a pipe fd, blocking in ``select`` (no polling:
+    on a 2-core box every cycle the parent spends is taken from the pipeline)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.eof = False
+
+    def read(self, timeout: float) -> list[str]:
+        """Lines available within ``timeout`` seconds ([] if none; check :attr:`eof`)."""
+        if self.eof:
+            return []
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return []
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            self.eof = True
+            rest, self.buf = self.buf, b""
+            return [rest.decode(errors="replace")] if rest.strip() else []
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        return [ln.decode(errors="replace") for ln in lines if ln.strip()]
+
+
+class WorkerHandle(Protocol):
+    """One running cell. ``read`` yields raw JSON event lines; the stream for this cell
+    ends with a ``worker_exited`` line (synthesised by the handle if the host died)."""
+
+    def read(self, timeout: float) -> list[str]: ...
+
+    def kill(self) -> None: ...
+
+    @property
+    def done(self) -> bool: ...
+
+
+class Launcher(Protocol):
+    name: str
+
+    def hello(self, timeout: float = 300.0) -> dict[str, Any]: ...
+
+    def start(self, cell: int, spec: CellSpec) -> WorkerHandle: ...
+
+    def close(self) -> None: ...
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    # The worker imports the same source tree as the parent, also when not installed.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _pid_of(line: str) -> int | None:
+    if '"worker_started"' not in line:
+        return None
+    try:
+        return int(json.loads(line).get("pid") or 0) or None
+    except (ValueError, json.JSONDecodeError):
+        return None
+
+
+def _exited_line(cell: int, pid: int, returncode: int | None) -> str:
+    sig = -returncode if returncode is not None and returncode < 0 else None
+    rc = returncode if returncode is not None and returncode >= 0 else None
+    return encode(WorkerExited(cell=cell, pid=pid, returncode=rc, signal=sig))
+
+
+class ForkServerLauncher:
+    name = "forkserver"
+
+    def __init__(self, stderr_path: Path | None = None, python: str = sys.executable) -> None:
+        self.python = python
+        self.stderr_path = stderr_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.reader: LineReader | None = None
+        self._hello: dict[str, Any] | None = None
+        self._stderr: Any = None
+        self._tmp_log: Any = None
+
+    # The fork server is (re)started lazily: after a crash of the server itself the next
+    # cell gets a new one.
+    def _ensure(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        if self._stderr is None:
+            # Worker stderr (library warnings, faulthandler dumps) goes to a file; before
+            # the session directory exists (start-up checks, a pre-warmed UI) it is a
+            # temporary one, copied into the session at close.
+            if self.stderr_path is None:
+                self._tmp_log = tempfile.NamedTemporaryFile(prefix="sdtop-worker-", suffix=".log", delete=False)
+                self._stderr = self._tmp_log
+            else:
+                self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "profiler.forkserver"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=_worker_env(),
+            start_new_session=True,  # Ctrl+C and SIGHUP reach the parent only; it decides
+        )
+        assert self.proc.stdout is not None
+        self.reader = LineReader(self.proc.stdout.fileno())
+        self._hello = None
+
+    def set_stderr(self, path: Path) -> None:
+        """Send worker stderr to the session's log from the next server start on."""
+        self.stderr_path = path
+
+    def hello(self, timeout: float = 300.0) -> dict[str, Any]:
+        self._ensure()
+        if self._hello is not None:
+            return self._hello
+        assert self.reader is not None and self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.reader.read(min(1.0, max(0.0, deadline - time.monotonic()))):
+                try:
+                    ev = decode(line)
+                except ValueError:
+                    continue
+                if isinstance(ev, Environment) and ev.cell == -1:
+                    if not ev.data.get("fork_safe", True):
+                        raise LaunchError("the fork server initialised CUDA before forking; use --launcher subprocess")
+                    self._hello = dict(ev.data)
+                    return self._hello
+            if self.reader.eof or self.proc.poll() is not None:
+                raise LaunchError(
+                    f"the worker host exited during start-up (exit code {self.proc.poll()}); "
+                    "is torch installed? (pip install torch, then sdtop[worker])"
+                )
+        raise LaunchError(f"the worker host did not start within {timeout:.0f} s")
+
+    def start(self, cell: int, spec: CellSpec) -> WorkerHandle:
+        self.hello()
+        assert self.proc is not None and self.proc.stdin is not None and self.reader is not None
+        req = json.dumps({"op": "run", "cell": cell, "spec": spec.to_dict()}) + "\n"
+        self.proc.stdin.write(req.encode())
+        self.proc.stdin.flush()
+        return _ForkHandle(self, cell)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    assert self.proc.stdin is not None
+                    self.proc.stdin.write(b'{"op":"exit"}\n')
+                    self.proc.stdin.flush()
+                    self.proc.wait(timeout=2)
+                except (OSError, subprocess.TimeoutExpired, ValueError):
+                    self._kill_server()
+            for f in (self.proc.stdin, self.proc.stdout):
+                if f is not None:
+                    f.close()
+            self.proc = None
+        if self._stderr is not None:
+            self._stderr.close()
+        self._stderr = None
+        if self._tmp_log is not None:
+            tmp = Path(self._tmp_log.name)
+            if self.stderr_path is not None and tmp.exists():
+                with open(self.stderr_path, "ab") as dst:
+                    dst.write(tmp.read_bytes())
+            tmp.unlink(missing_ok=True)
+            self._tmp_log = None
+
+    def _kill_server(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+
+class _ForkHandle:
+    def __init__(self, launcher: ForkServerLauncher, cell: int) -> None:
+        self.launcher = launcher
+        self.cell = cell
+        self.pid: int | None = None
+        self._done = False
+        self._kill_requested = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def read(self, timeout: float) -> list[str]:
+        if self._done:
+            return []
+        reader = self.launcher.reader
+        assert reader is not None
+        lines = reader.read(timeout)
+        for line in lines:
+            pid = _pid_of(line)
+            if pid is not None:
+                self.pid = pid
+                if self._kill_requested:
+                    self._signal(pid)
+            if '"worker_exited"' in line:
+                self._done = True
+        if not self._done and reader.eof:
+            # The server itself died (killed, OOM-killed): report it as this cell's end
+            # and let the next cell start a new server.
+            proc = self.launcher.proc
+            rc = proc.wait() if proc is not None else None
+            lines.append(_exited_line(self.cell, self.pid or 0, rc))
+            self.launcher.proc = None
+            self._done = True
+        return lines
+
+    def _signal(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self._kill_requested = True
+        if self.pid is not None:
+            self._signal(self.pid)
+
+
+class SubprocessLauncher:
+    """A fresh ``python -m profiler.worker`` per cell: no shared state at all, ~5 s a cell."""
+
+    name = "subprocess"
+
+    def __init__(self, stderr_path: Path | None = None, python: str = sys.executable) -> None:
+        self.python = python
+        self.stderr_path = stderr_path
+        self._hello: dict[str, Any] | None = None
+
+    def set_stderr(self, path: Path) -> None:
+        self.stderr_path = path
+
+    def hello(self, timeout: float = 300.0) -> dict[str, Any]:
+        if self._hello is None:
+            code = (
+                "from profiler.worker import quiet_libraries, versions; quiet_libraries(); "
+                "import json; print(json.dumps(versions()))"
+            )
+            try:
+                out = subprocess.run(
+                    [self.python, "-c", code],
+                    capture_output=True,
+                    env=_worker_env(),
+                    timeout=timeout,
+                    check=True,
+                ).stdout
+            except (subprocess.SubprocessError, OSError) as exc:
+                raise LaunchError(f"the worker's Python could not report its versions ({exc})") from None
+            self._hello = json.loads(out.decode().strip().splitlines()[-1])
+            self._hello["launcher"] = "subprocess"
+        return self._hello
+
+    def start(self, cell: int, spec: CellSpec) -> WorkerHandle:
+        stderr = open(self.stderr_path, "ab") if self.stderr_path else subprocess.DEVNULL  # noqa: SIM115
+        proc = subprocess.Popen(
+            [self.python, "-m", "profiler.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=_worker_env(),
+            start_new_session=True,
+        )
+        if stderr is not subprocess.DEVNULL:
+            stderr.close()
+        assert proc.stdin is not None
+        proc.stdin.write((json.dumps({"cell": cell, "spec": spec.to_dict()}) + "\n").encode())
+        proc.stdin.close()
+        return _ProcHandle(proc, cell)
+
+    def close(self) -> None:
+        return None
+
+
+class _ProcHandle:
+    def __init__(self, proc: subprocess.Popen[bytes], cell: int) -> None:
+        self.proc = proc
+        self.cell = cell
+        assert proc.stdout is not None
+        self.reader = LineReader(proc.stdout.fileno())
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def read(self, timeout: float) -> list[str]:
+        if self._done:
+            return []
+        lines = self.reader.read(timeout)
+        if self.reader.eof:
+            rc = self.proc.wait()
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
+            lines.append("")  # keep a torn last line apart from the synthesised one
+            lines = [ln for ln in lines if ln] + [_exited_line(self.cell, self.proc.pid, rc)]
+            self._done = True
+        return lines
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+LAUNCHERS = ("forkserver", "subprocess")
+
+
+def make_launcher(name: str | None = None, stderr_path: Path | None = None) -> Launcher:
+    """The default is the fork server where ``os.fork`` exists."""
+    if name is None:
+        name = "forkserver" if hasattr(os, "fork") else "subprocess"
+    if name == "forkserver":
+        return ForkServerLauncher(stderr_path)
+    if name == "subprocess":
+        return SubprocessLauncher(stderr_path)
+    raise ValueError(f"unknown launcher {name!r}; valid: {', '.join(LAUNCHERS)}")

@@ -1,0 +1,209 @@
+"""Per-step timing inside the worker (torch; worker process only).
+
+How a call is measured, and why:
+
+- The denoising loop's start is the moment the pipeline enters ``self.progress_bar(...)``:
+  every diffusers pipeline opens its progress bar immediately before the loop, so wrapping
+  that one method marks loop entry for all six pipelines (legacy IF ones included) without
+  touching the model, and so without adding anything to a torch.compile graph.
+- Each step's end is marked in the step callback: ``callback_on_step_end`` where the
+  pipeline has it, the legacy ``callback``/``callback_steps=1`` where it has not (IF stages,
+  x4 upscaler). Step k's latency is mark[k] - mark[k-1]; step 0's starts at loop entry.
+- Text encoding and VAE decode are timed by wrapping ``pipe.encode_prompt`` and
+  ``pipe.vae.decode`` on the instance, so a call's parts add up to its wall time.
+- On CUDA the marks are CUDA events (optimum-benchmark's latency tracker is the model):
+  recorded on the stream, never synchronised per step. Steps are emitted as soon as their
+  events have completed (``Event.query()``, non-blocking), and the rest after the one
+  synchronise at the end of the stage. On CPU the marks are ``perf_counter`` values and
+  each step is emitted from its callback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from profiler.events import Event, StepTimed
+
+
+class CpuClock:
+    """Host clock: marks are perf_counter seconds."""
+
+    def mark(self) -> Any:
+        return time.perf_counter()
+
+    def ready(self, mark: Any) -> bool:
+        return True
+
+    def seconds(self, a: Any, b: Any) -> float:
+        return float(b - a)
+
+    def sync(self) -> None:
+        return None
+
+
+class CudaClock:
+    """Device clock: marks are CUDA events on the current stream."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def mark(self) -> Any:
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record(torch.cuda.current_stream(self.device))
+        return ev
+
+    def ready(self, mark: Any) -> bool:
+        return bool(mark.query())
+
+    def seconds(self, a: Any, b: Any) -> float:
+        return float(a.elapsed_time(b)) / 1000.0
+
+    def sync(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+
+Clock = CpuClock | CudaClock
+
+
+def clock_for(device: str) -> Clock:
+    if device.startswith("cuda"):
+        return CudaClock(torch.device(device))
+    return CpuClock()
+
+
+class StageTimer:
+    """Collects the marks of one stage of one call and turns them into events.
+
+    One instance per (call, stage); the wrappers installed by :func:`instrument` look up
+    the active timer through a :class:`TimerSlot`, so they are installed once per pipeline.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        emit: Callable[[Event], None],
+        *,
+        cell: int,
+        call: int,
+        call_kind: str,
+        stage: str,
+    ) -> None:
+        self.clock = clock
+        self.emit = emit
+        self.cell = cell
+        self.call = call
+        self.call_kind = call_kind
+        self.stage = stage
+        self.loop_start: Any = None
+        self.step_marks: list[Any] = []
+        self.emitted = 0
+        self.encode: list[tuple[Any, Any]] = []
+        self.decode: list[tuple[Any, Any]] = []
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def on_loop_entered(self) -> None:
+        if self.loop_start is None:
+            self.loop_start = self.clock.mark()
+
+    def on_step_end(self) -> None:
+        self.step_marks.append(self.clock.mark())
+        self._emit_ready(block=False)
+
+    # -- results ---------------------------------------------------------------------------
+
+    def _emit_ready(self, *, block: bool) -> None:
+        while self.emitted < len(self.step_marks):
+            k = self.emitted
+            mark = self.step_marks[k]
+            if not block and not self.clock.ready(mark):
+                return
+            prev = self.loop_start if k == 0 else self.step_marks[k - 1]
+            if prev is None:  # no loop entry seen (a pipeline that never opened its bar)
+                prev = mark
+            ms = self.clock.seconds(prev, mark) * 1000.0
+            self.emit(
+                StepTimed(
+                    cell=self.cell,
+                    call=self.call,
+                    call_kind=self.call_kind,
+                    stage=self.stage,
+                    step=k,
+                    ms=ms,
+                )
+            )
+            self.emitted += 1
+
+    def finish(self) -> tuple[float, float, float, int]:
+        """Synchronise once, emit the remaining steps; return (loop_s, encode_s, decode_s, steps)."""
+        self.clock.sync()
+        self._emit_ready(block=True)
+        loop_s = 0.0
+        if self.step_marks and self.loop_start is not None:
+            loop_s = self.clock.seconds(self.loop_start, self.step_marks[-1])
+        encode_s = sum(self.clock.seconds(a, b) for a, b in self.encode)
+        decode_s = sum(self.clock.seconds(a, b) for a, b in self.decode)
+        return loop_s, encode_s, decode_s, len(self.step_marks)
+
+
+class TimerSlot:
+    """The timer the installed wrappers report to; None between calls (wrappers then pass
+    straight through, so a pipeline used outside a measured call behaves as usual)."""
+
+    def __init__(self) -> None:
+        self.timer: StageTimer | None = None
+
+
+def instrument(pipe: Any, slot: TimerSlot) -> None:
+    """Install the loop-entry, encode and decode wrappers on one pipeline instance."""
+    orig_bar = pipe.progress_bar
+
+    def progress_bar(*args: Any, **kwargs: Any) -> Any:
+        if slot.timer is not None:
+            slot.timer.on_loop_entered()
+        return orig_bar(*args, **kwargs)
+
+    pipe.progress_bar = progress_bar
+
+    if hasattr(pipe, "encode_prompt"):
+        pipe.encode_prompt = _timed(pipe.encode_prompt, slot, "encode")
+    vae = getattr(pipe, "vae", None)
+    if vae is not None and hasattr(vae, "decode"):
+        vae.decode = _timed(vae.decode, slot, "decode")
+
+
+def _timed(fn: Callable[..., Any], slot: TimerSlot, part: str) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        timer = slot.timer
+        if timer is None:
+            return fn(*args, **kwargs)
+        start = timer.clock.mark()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            getattr(timer, part).append((start, timer.clock.mark()))
+
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+def step_callback_kwargs(legacy: bool, slot: TimerSlot) -> dict[str, Any]:
+    """The keyword arguments that make a pipeline report each step's end to ``slot``."""
+    if legacy:
+
+        def legacy_cb(step: int, timestep: Any, latents: Any) -> None:
+            if slot.timer is not None:
+                slot.timer.on_step_end()
+
+        return {"callback": legacy_cb, "callback_steps": 1}
+
+    def on_step_end(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        if slot.timer is not None:
+            slot.timer.on_step_end()
+        return {}  # diffusers requires a dict; empty = change nothing
+
+    return {"callback_on_step_end": on_step_end, "callback_on_step_end_tensor_inputs": []}

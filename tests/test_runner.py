@@ -1,0 +1,123 @@
+"""The runner against scripted workers: statuses, control requests, what lands on disk."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from pipelines.settings import BadInput, MatrixSpec
+from profiler.events import CellFinished, Error, PhaseStarted, SessionFinished, WorkerStarted
+from profiler.runner import Runner, prepare
+from profiler.session import Session, SessionError
+from tests.fakes import FakeLauncher, Script
+
+
+def _matrix(n_attention: int = 1) -> MatrixSpec:
+    attention = ("sdpa", "classic", "sdpa-math")[:n_attention]
+    return MatrixSpec(pipelines=("sd-txt2img",), weights=("tiny",), attention=attention, steps=(2,))
+
+
+def _statuses(session: Session) -> dict[int, str]:
+    return {e.cell: e.status for e in session.events() if isinstance(e, CellFinished)}
+
+
+def test_prepare_resolves_defaults_against_the_worker_host(tmp_path: Path) -> None:
+    runner = prepare(MatrixSpec(), tmp_path / "s", launcher=FakeLauncher(cuda=False))
+    assert [c.pipeline for c in runner.cells][:2] == ["sd-txt2img", "sd-img2img"]
+    assert {c.weights for c in runner.cells} == {"tiny"} and {c.device for c in runner.cells} == {"cpu"}
+    runner = prepare(MatrixSpec(), tmp_path / "g", launcher=FakeLauncher(cuda=True))
+    assert [(c.pipeline, c.weights, c.device, c.dtype) for c in runner.cells] == [
+        ("sd-txt2img", "random", "cuda", "fp16")
+    ]
+
+
+def test_prepare_refuses_cuda_without_cuda_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    with pytest.raises(BadInput, match="--device cuda"):
+        prepare(MatrixSpec(device="cuda"), out, launcher=FakeLauncher(cuda=False))
+    assert not out.exists()
+
+
+def test_prepare_refuses_an_existing_session(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    prepare(_matrix(), out, launcher=FakeLauncher()).run()
+    before = (out / "events.jsonl").read_bytes()
+    with pytest.raises(SessionError, match="--resume"):
+        prepare(_matrix(), out, launcher=FakeLauncher())
+    assert (out / "events.jsonl").read_bytes() == before
+
+
+def test_clean_run_records_every_event_and_finalizes(tmp_path: Path) -> None:
+    launcher = FakeLauncher()
+    runner = prepare(_matrix(2), tmp_path / "s", launcher=launcher)
+    assert runner.run() == "complete"
+    assert launcher.closed and launcher.started == [0, 1]
+    events = runner.session.events()
+    assert isinstance(events[-1], SessionFinished) and events[-1].status == "complete"
+    assert _statuses(runner.session) == {0: "ok", 1: "ok"}
+    for name in ("session.json", "summary.csv", "summary.md"):
+        assert (runner.session.dir / name).exists()
+
+
+def test_a_killed_worker_is_a_crashed_cell_and_the_matrix_goes_on(tmp_path: Path) -> None:
+    scripts = {0: Script([WorkerStarted(cell=0, pid=7), PhaseStarted(cell=0, phase="build")], signal=signal.SIGKILL)}
+    runner = prepare(_matrix(2), tmp_path / "s", launcher=FakeLauncher(scripts))
+    runner.run()
+    assert _statuses(runner.session) == {0: "crashed: signal 9 (SIGKILL)", 1: "ok"}
+    kinds = [e.KIND for e in runner.session.events() if e.cell == 0]
+    assert kinds[:3] == ["cell_started", "worker_started", "phase_started"]  # nothing before the crash lost
+
+
+def test_an_exit_code_without_a_status(tmp_path: Path) -> None:
+    scripts = {0: Script([WorkerStarted(cell=0, pid=7)], returncode=70)}
+    runner = prepare(_matrix(), tmp_path / "s", launcher=FakeLauncher(scripts))
+    runner.run()
+    assert _statuses(runner.session) == {0: "crashed: exit code 70"}
+
+
+def test_stop_kills_the_worker_and_marks_the_session_interrupted(tmp_path: Path) -> None:
+    holder: dict[str, Runner] = {}
+
+    def on_read(handle: object) -> None:
+        holder["r"].stop()
+
+    scripts = {0: Script([WorkerStarted(cell=0, pid=7)], hang=True)}
+    runner = prepare(_matrix(3), tmp_path / "s", launcher=FakeLauncher(scripts, on_read=on_read))
+    holder["r"] = runner
+    assert runner.run() == "interrupted"
+    assert _statuses(runner.session) == {0: "interrupted"}
+    info = (runner.session.dir / "session.json").read_text()
+    assert "interrupted" in info
+
+
+def test_skip_moves_on_and_rerun_queues_the_cell_again(tmp_path: Path) -> None:
+    holder: dict[str, Runner] = {}
+    calls = {"n": 0}
+
+    def on_read(handle: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            holder["r"].rerun_cell()
+            holder["r"].skip_cell()
+
+    scripts = {0: Script([WorkerStarted(cell=0, pid=7)], hang=True)}
+    launcher = FakeLauncher(scripts, on_read=on_read)
+    runner = prepare(_matrix(2), tmp_path / "s", launcher=launcher)
+    holder["r"] = runner
+    runner.run()
+    assert launcher.started == [0, 1, 0]
+    finished = [(e.cell, e.status) for e in runner.session.events() if isinstance(e, CellFinished)]
+    assert finished[0] == (0, "error: skipped by the user")
+    assert finished[1] == (1, "ok")
+
+
+def test_a_worker_error_event_is_kept_verbatim(tmp_path: Path) -> None:
+    err = Error(cell=0, error_kind="oom", phase="measure", message="OutOfMemoryError: boom", traceback="tb")
+    scripts = {0: Script([WorkerStarted(cell=0, pid=7), err, CellFinished(cell=0, status="OOM after warmup")])}
+    runner = prepare(_matrix(), tmp_path / "s", launcher=FakeLauncher(scripts))
+    runner.run()
+    got = [e for e in runner.session.events() if isinstance(e, Error)]
+    assert got == [err]
+    assert _statuses(runner.session) == {0: "OOM after warmup"}
