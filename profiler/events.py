@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -389,7 +390,7 @@ def register(cls: type[Event]) -> type[Event]:
 
 def to_dict(event: Event) -> dict[str, Any]:
     if isinstance(event, UnknownEvent):
-        return {"kind": event.kind, **event.data}
+        return {"kind": event.kind, "ts": event.ts, "cell": event.cell, **event.data}
     d: dict[str, Any] = {"kind": event.KIND, "v": SCHEMA_VERSION}
     for f in dataclasses.fields(event):
         d[f.name] = getattr(event, f.name)
@@ -399,7 +400,21 @@ def to_dict(event: Event) -> dict[str, Any]:
 def encode(event: Event) -> str:
     """One JSON line, without the newline. Non-finite floats are written as null so any
     JSON reader accepts the file."""
-    return json.dumps(to_dict(event), separators=(",", ":"), default=str, allow_nan=False)
+    d = to_dict(event)
+    try:
+        return json.dumps(d, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:  # a NaN or infinity somewhere: write null, keep the event
+        return json.dumps(_finite(d), separators=(",", ":"), default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def from_dict(d: dict[str, Any]) -> Event:

@@ -40,6 +40,32 @@ def die_with_parent() -> None:
         pass
 
 
+def preload() -> None:
+    """Run every import a cell's build would otherwise pay, without a single real torch op.
+
+    diffusers and transformers import their model, pipeline and scheduler modules lazily
+    (~2 s on first use here); done in the server, every forked child starts with them.
+    Only meta-device builds happen here: no tensor is computed, so no OpenMP thread pool
+    exists yet and forking stays safe.
+    """
+    import diffusers
+    import transformers
+
+    from pipelines import registry
+    from pipelines.build import parameter_counts
+
+    for spec in registry.PIPELINES.values():
+        for stage in spec.stages:
+            getattr(diffusers, stage.pipeline_class)
+    for name in ("UNet2DConditionModel", "AutoencoderKL", "ControlNetModel", "PNDMScheduler",
+                 "EulerDiscreteScheduler", "DDPMScheduler", "DDIMScheduler"):
+        getattr(diffusers, name, None)
+    for name in ("CLIPTextModel", "CLIPTextModelWithProjection", "CLIPTokenizer", "CLIPTextConfig"):
+        getattr(transformers, name, None)
+    for name in registry.PIPELINE_NAMES:
+        parameter_counts(name, "tiny")
+
+
 def main() -> int:
     t0 = time.perf_counter()
     die_with_parent()
@@ -56,6 +82,7 @@ def main() -> int:
     import profiler.apply  # noqa: F401
     import profiler.timing  # noqa: F401
 
+    preload()
     data = versions()
     data["launcher"] = "forkserver"
     data["import_s"] = round(time.perf_counter() - t0, 3)
