@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Fill .whl/ (git-ignored) with what the GPU machine lacks for tests/gpu/run.sh: it has
+# torch, transformers, accelerate, safetensors, rich, psutil, nvidia-ml-py, but no diffusers.
+# Run here, from the repo root; pip reaches PyPI from this side only.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mkdir -p .whl
+grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+for pkg in diffusers==0.42.1 importlib-metadata zipp; do
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .whl "$pkg"
+done
+ls -la .whl

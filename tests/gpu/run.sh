@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# sdtop's ONE GPU check, for a lent H100/H200 (the tool library's `device` entry).
+# It runs every GPU-only path sdtop has, writes session directories and a results table
+# under $OUT, and prints the summaries last. Budget: under 8 minutes on an H100.
+#
+# From this repo's root, after tests/gpu/fetch_wheels.sh has filled .whl/ (diffusers is
+# not on that machine):
+#   run(command="bash tests/gpu/run.sh", carry=[".whl"], timeout_s=560)
+# Each `sdtop run` line below is also parsed on CPU by tests/test_gpu_script.py.
+set -uo pipefail
+OUT=${OUT:-/tmp/sdtop-gpu}
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+S="$OUT/sessions"
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site:$PWD"
+else
+  export PYTHONPATH="$PWD"
+fi
+SDTOP="python3 -m tui.cli"
+step() { echo; echo "=== $* ($(date +%T))" | tee -a "$LOG"; }
+T0=$(date +%s)
+
+step "machine"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,pci.bus_id --format=csv; python3 -c 'import torch, sys; print("torch", torch.__version__, "cuda", torch.version.cuda, "python", sys.version.split()[0])'; } 2>&1 | tee -a "$LOG"
+
+step "1. the seed's SD 1.5 table: random weights 512x512, batch 1, 50 steps, fp16, {classic, sdpa} x {none, reduce-overhead}"
+$SDTOP run --pipeline sd-txt2img --weights random --height 512 --width 512 --batch 1 --steps 50 --dtype fp16 \
+  --attention classic,sdpa --compile none,reduce-overhead --out "$S/sd15" 2>&1 | tee -a "$LOG"
+
+step "2. sd-controlnet, sdpa, no compile"
+$SDTOP run --pipeline sd-controlnet --weights random --steps 50 --dtype fp16 --attention sdpa --compile none \
+  --out "$S/controlnet" 2>&1 | tee -a "$LOG"
+
+step "3. forced SDPA kernels and xformers on a real card (each ok or 'not supported: ...')"
+$SDTOP run --pipeline sd-txt2img --weights random --steps 20 --iterations 2 --dtype fp16 \
+  --attention sdpa-flash,sdpa-efficient,sdpa-cudnn,sdpa-math,xformers --out "$S/kernels" 2>&1 | tee -a "$LOG"
+
+step "4. every pipeline builds from the published architecture on the card (random weights, 10 steps)"
+$SDTOP run --weights random --pipeline sd-img2img,sd-inpaint,if-cascade,sdxl-txt2img --steps 10 --iterations 1 \
+  --dtype fp16 --out "$S/all" 2>&1 | tee -a "$LOG"
+
+step "5. bf16 and batch 4 (the seed's second table), with the fork server reused across cells"
+$SDTOP run --pipeline sd-txt2img --weights random --steps 20 --iterations 2 --dtype bf16,fp16 --batch 4 \
+  --out "$S/batch4" 2>&1 | tee -a "$LOG"
+
+step "results"
+{
+  echo "# sdtop GPU check, $(date -u +%FT%TZ), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+  for d in "$S"/*/; do
+    echo
+    echo "## $(basename "$d")"
+    if [ -f "$d/summary.md" ]; then sed -n '3,$p' "$d/summary.md"; else echo "(no summary: see log.txt)"; fi
+  done
+  echo
+  echo "total: $(( $(date +%s) - T0 )) s"
+} > "$OUT/results.md"
+tar czf "$OUT/sessions.tgz" -C "$OUT" sessions && rm -rf "$S"
+cat "$OUT/results.md"
