@@ -368,9 +368,7 @@ def _stage_source(spec: CellSpec, info: registry.PipelineSpec, stage: registry.S
     return spec.model if stage is info.stages[0] else stage.checkpoint
 
 
-def _hub_pipe(
-    spec: CellSpec, info: registry.PipelineSpec, stage: registry.StageInfo, dtype: torch.dtype
-) -> Any:
+def _hub_pipe(spec: CellSpec, info: registry.PipelineSpec, stage: registry.StageInfo, dtype: torch.dtype) -> Any:
     cls = getattr(diffusers, stage.pipeline_class)
     source = _stage_source(spec, info, stage)
     kwargs = _extras(cls)
@@ -536,9 +534,7 @@ def parameter_counts(pipeline: str, weights: str = "random") -> dict[str, int]:
         for attr in _MODEL_ATTRS:  # the same key order as build()
             for stem in stems:
                 if _component_name(stem) == attr:
-                    counts[_key(info, stage.name, attr)] = _stem_count(
-                        "random" if weights == "hub" else weights, stem
-                    )
+                    counts[_key(info, stage.name, attr)] = _stem_count("random" if weights == "hub" else weights, stem)
     return counts
 
 

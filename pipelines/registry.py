@@ -74,9 +74,7 @@ PIPELINES: dict[str, PipelineSpec] = {
             title="Stable Diffusion inpainting",
             inputs="prompt + image + mask (made locally)",
             stages=(
-                StageInfo(
-                    "main", "StableDiffusionInpaintPipeline", "runwayml/stable-diffusion-inpainting", ("unet",)
-                ),
+                StageInfo("main", "StableDiffusionInpaintPipeline", "runwayml/stable-diffusion-inpainting", ("unet",)),
             ),
             native_size={"hub": (512, 512), "random": (512, 512), "tiny": (64, 64)},
         ),
@@ -84,9 +82,7 @@ PIPELINES: dict[str, PipelineSpec] = {
             name="sd-controlnet",
             title="Stable Diffusion 1.5 + ControlNet (canny)",
             inputs="prompt + canny-style control image (made locally)",
-            stages=(
-                StageInfo("main", "StableDiffusionControlNetPipeline", _SD, ("unet", "controlnet")),
-            ),
+            stages=(StageInfo("main", "StableDiffusionControlNetPipeline", _SD, ("unet", "controlnet")),),
             native_size={"hub": (512, 512), "random": (512, 512), "tiny": (64, 64)},
             extra_checkpoints=("lllyasviel/sd-controlnet-canny",),
         ),

@@ -198,7 +198,7 @@ def validate_model(model: str | None) -> str | None:
     """
     if model is None or model == "":
         return None
-    looks_like_path = model.startswith((".", "/", "~")) or os.sep in model and not _REPO_ID.match(model)
+    looks_like_path = model.startswith((".", "/", "~")) or (os.sep in model and not _REPO_ID.match(model))
     if looks_like_path or os.path.exists(model):
         path = os.path.expanduser(model)
         if not os.path.isdir(path):

@@ -38,9 +38,7 @@ def _bytes_to_unicode() -> dict[int, str]:
     matters because it fixes ids 0-255 and 256-511 exactly as in the real CLIP vocabulary.
     """
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     codes = printable[:]
     extra = 0

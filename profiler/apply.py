@@ -111,7 +111,7 @@ def apply_memory_format(built: BuiltPipeline, spec: CellSpec, applied: Applied) 
     if not spec.channels_last:
         return
     for key, _pipe, _attr, module in denoisers(built):
-        module.to(memory_format=torch.channels_last)
+        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         applied.channels_last.append(key)
 
 
@@ -163,6 +163,4 @@ def attention_context(spec: CellSpec) -> Iterator[None]:
 def is_kernel_unavailable(exc: BaseException) -> bool:
     """True for torch's "no kernel can run this" errors under a forced SDPA backend."""
     text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "No viable backend" in text or "No available kernel" in text
-    )
+    return isinstance(exc, RuntimeError) and ("No viable backend" in text or "No available kernel" in text)

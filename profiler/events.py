@@ -381,7 +381,7 @@ _FIELDS: dict[type[Event], frozenset[str]] = {
 
 def register(cls: type[Event]) -> type[Event]:
     """Add an event type (later features declare theirs beside the code that emits them)."""
-    if not cls.KIND or cls.KIND in EVENT_TYPES and EVENT_TYPES[cls.KIND] is not cls:
+    if not cls.KIND or (cls.KIND in EVENT_TYPES and EVENT_TYPES[cls.KIND] is not cls):
         raise ValueError(f"event kind {cls.KIND!r} is empty or taken")
     EVENT_TYPES[cls.KIND] = cls
     _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))

@@ -57,8 +57,15 @@ def preload() -> None:
     for spec in registry.PIPELINES.values():
         for stage in spec.stages:
             getattr(diffusers, stage.pipeline_class)
-    for name in ("UNet2DConditionModel", "AutoencoderKL", "ControlNetModel", "PNDMScheduler",
-                 "EulerDiscreteScheduler", "DDPMScheduler", "DDIMScheduler"):
+    for name in (
+        "UNet2DConditionModel",
+        "AutoencoderKL",
+        "ControlNetModel",
+        "PNDMScheduler",
+        "EulerDiscreteScheduler",
+        "DDPMScheduler",
+        "DDIMScheduler",
+    ):
         getattr(diffusers, name, None)
     for name in ("CLIPTextModel", "CLIPTextModelWithProjection", "CLIPTokenizer", "CLIPTextConfig"):
         getattr(transformers, name, None)
@@ -79,7 +86,7 @@ def main() -> int:
     import torch
 
     import pipelines.build  # noqa: F401  (pulls every pipeline class)
-    import profiler.apply  # noqa: F401
+    import profiler.apply
     import profiler.timing  # noqa: F401
 
     preload()
@@ -119,7 +126,7 @@ def main() -> int:
                 os.close(devnull)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 run_request(request, emit, launcher="forkserver", startup_s=time.perf_counter() - t_req)
-            except BaseException:  # noqa: BLE001 - never return into the server's loop
+            except BaseException:
                 code = 70
             finally:
                 os._exit(code)

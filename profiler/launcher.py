@@ -12,6 +12,7 @@ returning a :class:`WorkerHandle` whose raw event lines the runner reads).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -127,7 +128,7 @@ class ForkServerLauncher:
             # the session directory exists (start-up checks, a pre-warmed UI) it is a
             # temporary one, copied into the session at close.
             if self.stderr_path is None:
-                self._tmp_log = tempfile.NamedTemporaryFile(prefix="sdtop-worker-", suffix=".log", delete=False)
+                self._tmp_log = tempfile.NamedTemporaryFile(prefix="sdtop-worker-", suffix=".log", delete=False)  # noqa: SIM115
                 self._stderr = self._tmp_log
             else:
                 self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115
@@ -207,10 +208,8 @@ class ForkServerLauncher:
     def _kill_server(self) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         self.proc.wait()
 
 
@@ -251,10 +250,8 @@ class _ForkHandle:
         return lines
 
     def _signal(self, pid: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def kill(self) -> None:
         self._kill_requested = True
@@ -305,7 +302,7 @@ class SubprocessLauncher:
             env=_worker_env(),
             start_new_session=True,
         )
-        if stderr is not subprocess.DEVNULL:
+        if not isinstance(stderr, int):
             stderr.close()
         assert proc.stdin is not None
         proc.stdin.write((json.dumps({"cell": cell, "spec": spec.to_dict()}) + "\n").encode())
@@ -342,10 +339,8 @@ class _ProcHandle:
         return lines
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 LAUNCHERS = ("forkserver", "subprocess")

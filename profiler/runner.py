@@ -166,9 +166,7 @@ class Runner:
             self._stop.set()
         finally:
             self.status = "interrupted" if self._stop.is_set() else "complete"
-            self.emit(
-                [SessionFinished(status=self.status, duration_s=time.perf_counter() - t0, reason=reason)]
-            )
+            self.emit([SessionFinished(status=self.status, duration_s=time.perf_counter() - t0, reason=reason)])
             self.launcher.close()
             self.session.finalize()
         return self.status

@@ -106,8 +106,7 @@ class Session:
         events_path = path / EVENTS_FILE
         if events_path.exists() and not force:
             raise SessionError(
-                f"--out {path} already holds a session; use --resume {path} to continue it "
-                f"or --force to overwrite it"
+                f"--out {path} already holds a session; use --resume {path} to continue it or --force to overwrite it"
             )
         stale = [path / name for name in (EVENTS_FILE, *DERIVED_FILES)]
         stale += [p for p in path.glob(_TMP_PREFIX + "*") if p.is_file()]
@@ -412,11 +411,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def _iso(ts: float | None) -> str | None:
     if ts is None or not math.isfinite(ts):
         return None
-    return (
-        _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z")
-    )
+    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _reason(exc: OSError) -> str:

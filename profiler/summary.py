@@ -249,9 +249,7 @@ def _status_from_error(err: Error, events_of_cell: Sequence[Event]) -> str:
     if kind == "oom":
         started = _first(events_of_cell, CellStarted)
         settings = started.settings if started is not None and isinstance(started.settings, dict) else {}
-        measured_done = sum(
-            1 for e in events_of_cell if isinstance(e, CallFinished) and e.call_kind == "measured"
-        )
+        measured_done = sum(1 for e in events_of_cell if isinstance(e, CallFinished) and e.call_kind == "measured")
         compiled = settings.get("compile_mode", "none") not in ("none", None)
         return st.oom(err.phase, measured_done=measured_done, compiled=compiled)
     if kind == "unsupported":
@@ -367,9 +365,7 @@ def _cell_rows(cell: int, evs: list[Event], status: str, session_env: Mapping[st
 
     out: list[Row] = []
     for stage in _stage_names(pipeline, batch_size, evs):
-        timed = [
-            e for e in evs if isinstance(e, StageTimed) and e.call_kind == "measured" and e.stage == stage
-        ]
+        timed = [e for e in evs if isinstance(e, StageTimed) and e.call_kind == "measured" and e.stage == stage]
         rates = [
             e.steps / e.loop_s
             for e in timed
@@ -385,10 +381,7 @@ def _cell_rows(cell: int, evs: list[Event], status: str, session_env: Mapping[st
         step_ms = _finite(
             e.ms
             for e in evs
-            if isinstance(e, StepTimed)
-            and e.call_kind == "measured"
-            and e.stage == stage
-            and e.call in completed
+            if isinstance(e, StepTimed) and e.call_kind == "measured" and e.stage == stage and e.call in completed
         )
         out.append(
             Row(

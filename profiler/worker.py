@@ -180,7 +180,7 @@ class CellRun:
         self.emit(WorkerStarted(cell=self.index, pid=os.getpid(), launcher=launcher, startup_s=startup_s))
         try:
             cell_status = self._run()
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
+        except BaseException as exc:
             cell_status = self._fail(exc)
         self.emit(CellFinished(cell=self.index, status=cell_status, duration_s=time.perf_counter() - t0))
         return cell_status

@@ -331,9 +331,7 @@ def cell_events(
                         )
                     ]
                 },
-                sdpa_backend=spec.attention.removeprefix("sdpa-")
-                if spec.attention.startswith("sdpa-")
-                else "",
+                sdpa_backend=spec.attention.removeprefix("sdpa-") if spec.attention.startswith("sdpa-") else "",
                 compiled=["unet"] if compiled else [],
                 channels_last=["unet"] if spec.channels_last else [],
                 dtype=spec.dtype,
@@ -348,14 +346,10 @@ def cell_events(
         for call in range(spec.warmup + spec.iterations):
             # the worker's rule (profiler/worker.py): call 0 is the first of the warmup calls
             call_phase = "first_call" if call == 0 else ("warmup" if call < spec.warmup else "measure")
-            kind = (
-                "first" if call == 0 and spec.warmup > 0 else ("warmup" if call < spec.warmup else "measured")
-            )
+            kind = "first" if call == 0 and spec.warmup > 0 else ("warmup" if call < spec.warmup else "measured")
             if call_phase != phase:
                 if phase:
-                    out.append(
-                        PhaseEnded(ts=clock.t, cell=cell, phase=phase, duration_s=clock.t - phase_start)
-                    )
+                    out.append(PhaseEnded(ts=clock.t, cell=cell, phase=phase, duration_s=clock.t - phase_start))
                 phase, phase_start = call_phase, clock.t
                 out.append(PhaseStarted(ts=phase_start, cell=cell, phase=phase))
             if fails_in(phase) and (phase != "measure" or measured == measured_done):

@@ -29,7 +29,10 @@ BAD = [
     (["run", "--width", "abc"], "--width takes whole numbers >= 8, got 'abc'"),
     (["run", "--model", "/no/such/dir", "--weights", "hub"], "--model path '/no/such/dir' does not exist"),
     (["run", "--model", "bad id!!"], "is neither an existing directory nor a hub id"),
-    (["run", "--model", "runwayml/stable-diffusion-v1-5", "--weights", "tiny"], "--model applies to --weights hub only"),
+    (
+        ["run", "--model", "runwayml/stable-diffusion-v1-5", "--weights", "tiny"],
+        "--model applies to --weights hub only",
+    ),
     (["run", "--launcher", "ray"], "unknown --launcher value 'ray'; valid: forkserver, subprocess"),
     (["run", "--bogus"], "unrecognized arguments: --bogus"),
     (["frobnicate"], "unknown command 'frobnicate'; valid: run, replay, export"),
@@ -54,7 +57,10 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], expected: str, capsys
 def test_the_console_script_prints_no_traceback(tmp_path: Path) -> None:
     """Through a real process too: exit status and stderr as a user sees them."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "run", "--dtype", "fp8"], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-m", "tui.cli", "run", "--dtype", "fp8"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
     assert proc.returncode == 2

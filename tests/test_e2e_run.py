@@ -31,14 +31,29 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("e2e") / "session"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "tui.cli", "run",
-            "--pipeline", ",".join(PIPELINE_NAMES),
-            "--attention", "sdpa,classic",
-            "--weights", "tiny",
-            "--steps", str(STEPS), "--iterations", str(ITERATIONS), "--warmup", "1",
-            "--out", str(out),
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "run",
+            "--pipeline",
+            ",".join(PIPELINE_NAMES),
+            "--attention",
+            "sdpa,classic",
+            "--weights",
+            "tiny",
+            "--steps",
+            str(STEPS),
+            "--iterations",
+            str(ITERATIONS),
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
         ],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
@@ -68,7 +83,10 @@ def test_summary_rebuilt_from_events_equals_the_written_one(session_dir: Path) -
     assert summary.to_csv(summary.rows(events)) == (session_dir / "summary.csv").read_bytes().decode()
     rebuilt = subprocess.run(
         [sys.executable, "-m", "tui.cli", "export", str(session_dir), "--format", "md"],
-        capture_output=True, text=True, cwd=ROOT, check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     ).stdout
     assert rebuilt == (session_dir / "summary.md").read_text()
 

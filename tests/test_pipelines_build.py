@@ -37,9 +37,7 @@ HIDDEN_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarnin
 
 
 def visible_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
-    return [
-        f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, HIDDEN_BY_DEFAULT)
-    ]
+    return [f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, HIDDEN_BY_DEFAULT)]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -86,9 +84,7 @@ def run_like_worker(
             kw["callback_steps"] = 1
         else:
 
-            def on_step_end(
-                pipe: Any, step: int, t: Any, cb_kw: dict[str, Any], seen: list[Any] = seen
-            ) -> dict:
+            def on_step_end(pipe: Any, step: int, t: Any, cb_kw: dict[str, Any], seen: list[Any] = seen) -> dict:
                 seen.append((step, tuple(cb_kw["latents"].shape)))
                 return cb_kw
 

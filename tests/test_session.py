@@ -176,9 +176,7 @@ def test_append_after_a_torn_tail_repairs_it_first(tmp_path: Path) -> None:
     warnings: list[str] = []
     session = Session.open(path, on_warning=warnings.append)
     session.append([Log(ts=T0 + 2, message="after")])
-    assert warnings == [
-        "events.jsonl ended with an incomplete line (torn write); removed it before appending"
-    ]
+    assert warnings == ["events.jsonl ended with an incomplete line (torn write); removed it before appending"]
     assert [e.message for e in session.events() if isinstance(e, Log)] == ["before", "after"]
 
 

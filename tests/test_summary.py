@@ -90,9 +90,7 @@ def test_columns_keep_the_documented_order_and_match_row() -> None:
 
 
 def test_rows_for_every_kind_of_outcome() -> None:
-    specs = [
-        _spec(attention=a) for a in ("sdpa", "classic", "xformers", "sdpa-math", "sdpa-flash", "sdpa-cudnn")
-    ]
+    specs = [_spec(attention=a) for a in ("sdpa", "classic", "xformers", "sdpa-math", "sdpa-flash", "sdpa-cudnn")]
     events = session_events(
         specs,
         started=5,  # cell 5 never starts
@@ -157,10 +155,7 @@ def test_cell_status_precedence() -> None:
     # the error says more than the exit that followed it
     assert cell_status([start, measured, oom, killed]) == "OOM after 1st iteration"
     assert cell_status([start, Error(cell=0, error_kind="oom", phase="first_call")]) == "OOM during compile"
-    assert (
-        cell_status([start, Error(cell=0, error_kind="unsupported", message="no\nway")])
-        == "not supported: no way"
-    )
+    assert cell_status([start, Error(cell=0, error_kind="unsupported", message="no\nway")]) == "not supported: no way"
     assert cell_status([start, Error(cell=0, error_kind="bad-input", message="bad")]) == "error: bad"
     assert cell_status([start, Error(cell=0, error_kind="crash"), killed]) == "crashed: signal 9 (SIGKILL)"
     # the parent's verdict wins over everything
@@ -325,8 +320,7 @@ def test_markdown_tables_per_batch_size_with_varying_attention() -> None:
             "sdtop 0.1.0 · torch 2.5.1+cu124 · diffusers 0.42.1 · transformers 5.23.0 · CUDA 12.4 · "
             "driver 550.54.15 · python 3.11.7",
             "",
-            "Settings common to every cell: tiny weights · fp16 · channels_last · 64x64 · 4 steps · "
-            "3 iterations",
+            "Settings common to every cell: tiny weights · fp16 · channels_last · 64x64 · 4 steps · 3 iterations",
             "",
             f"### {H100} · batch size 1",
             "",

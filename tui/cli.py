@@ -35,15 +35,42 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
     from pipelines import registry, settings
 
     g = p.add_argument_group("the matrix (comma lists make the cross product)")
-    g.add_argument("--pipeline", "-p", default=None, help=f"comma list of: {', '.join(registry.PIPELINE_NAMES)} (default: all six on tiny weights without CUDA, sd-txt2img on random weights with it)")
-    g.add_argument("--weights", "-w", default=None, help=f"comma list of: {', '.join(settings.WEIGHTS)} (default: see --pipeline; hub when --model is given)")
-    g.add_argument("--model", default=None, help="hub id or local directory for --weights hub (default: the seed's checkpoint)")
+    g.add_argument(
+        "--pipeline",
+        "-p",
+        default=None,
+        help=f"comma list of: {', '.join(registry.PIPELINE_NAMES)} "
+        "(default: all six on tiny weights without CUDA, sd-txt2img on random weights with it)",
+    )
+    g.add_argument(
+        "--weights",
+        "-w",
+        default=None,
+        help=f"comma list of: {', '.join(settings.WEIGHTS)} (default: see --pipeline; hub when --model is given)",
+    )
+    g.add_argument(
+        "--model", default=None, help="hub id or local directory for --weights hub (default: the seed's checkpoint)"
+    )
     g.add_argument("--attention", "-a", default="sdpa", help=f"comma list of: {', '.join(settings.ATTENTION)}")
     g.add_argument("--compile", "-c", default="none", help=f"comma list of: {', '.join(settings.COMPILE_MODES)}")
-    g.add_argument("--fullgraph", action=argparse.BooleanOptionalAction, default=True, help="torch.compile fullgraph (default on, as the seed)")
-    g.add_argument("--compile-backend", default="inductor", help=f"comma list of: {', '.join(settings.COMPILE_BACKENDS)}")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="channels_last UNet/ControlNet (default on, as the seed)")
-    g.add_argument("--dtype", default=None, help=f"comma list of: {', '.join(settings.DTYPES)} (default fp16 on CUDA, fp32 on CPU)")
+    g.add_argument(
+        "--fullgraph",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="torch.compile fullgraph (default on, as the seed)",
+    )
+    g.add_argument(
+        "--compile-backend", default="inductor", help=f"comma list of: {', '.join(settings.COMPILE_BACKENDS)}"
+    )
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels_last UNet/ControlNet (default on, as the seed)",
+    )
+    g.add_argument(
+        "--dtype", default=None, help=f"comma list of: {', '.join(settings.DTYPES)} (default fp16 on CUDA, fp32 on CPU)"
+    )
     g.add_argument("--batch", "-b", default="1", help="comma list of batch sizes (default 1)")
     g.add_argument("--steps", "-s", default="50", help="comma list of denoising steps (default 50)")
     g.add_argument("--height", default=None, help="image height, a multiple of 8 (default: the pipeline's native size)")
@@ -64,13 +91,17 @@ def matrix_from_args(args: argparse.Namespace) -> Any:
     from pipelines import registry, settings
 
     kw: dict[str, Any] = {
-        "pipelines": settings.parse_choices("--pipeline", args.pipeline, registry.PIPELINE_NAMES) if args.pipeline else (),
+        "pipelines": settings.parse_choices("--pipeline", args.pipeline, registry.PIPELINE_NAMES)
+        if args.pipeline
+        else (),
         "weights": settings.parse_choices("--weights", args.weights, settings.WEIGHTS) if args.weights else (),
         "model": settings.validate_model(args.model),
         "attention": settings.parse_choices("--attention", args.attention, settings.ATTENTION),
         "compile_modes": settings.parse_choices("--compile", args.compile, settings.COMPILE_MODES),
         "fullgraph": bool(args.fullgraph),
-        "compile_backends": settings.parse_choices("--compile-backend", args.compile_backend, settings.COMPILE_BACKENDS),
+        "compile_backends": settings.parse_choices(
+            "--compile-backend", args.compile_backend, settings.COMPILE_BACKENDS
+        ),
         "channels_last": bool(args.channels_last),
         "dtypes": settings.parse_choices("--dtype", args.dtype, settings.DTYPES) if args.dtype else None,
         "batch_sizes": settings.parse_ints("--batch", args.batch),
@@ -109,7 +140,12 @@ def build_run_parser() -> _Parser:
 def build_replay_parser() -> _Parser:
     p = _Parser(prog="sdtop replay", description="The dashboard over a recorded session, read-only.")
     p.add_argument("dir", help="a session directory (holds events.jsonl)")
-    p.add_argument("--speed", choices=("end", "recorded"), default="end", help="jump to the end (default) or play at recorded speed")
+    p.add_argument(
+        "--speed",
+        choices=("end", "recorded"),
+        default="end",
+        help="jump to the end (default) or play at recorded speed",
+    )
     return p
 
 
@@ -195,7 +231,14 @@ def cmd_replay(argv: Sequence[str]) -> int:
 
     args = build_replay_parser().parse_args(argv)
     Session.open(args.dir)  # a clear error before the screen takes over the terminal
-    return run_app(matrix=None, out=None, force=False, replay=Path(args.dir), replay_speed=args.speed, argv=["sdtop", "replay", *argv])
+    return run_app(
+        matrix=None,
+        out=None,
+        force=False,
+        replay=Path(args.dir),
+        replay_speed=args.speed,
+        argv=["sdtop", "replay", *argv],
+    )
 
 
 def cmd_app(argv: Sequence[str]) -> int:
@@ -231,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             handler = {"run": cmd_run, "replay": cmd_replay, "export": cmd_export}[argv[0]]
             return handler(argv[1:])
         if argv and not argv[0].startswith("-"):
-            raise UsageError(f"unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)} (or options for the dashboard)")
+            raise UsageError(
+                f"unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)} (or options for the dashboard)"
+            )
         return cmd_app(argv)
     except errors as exc:
         print(f"sdtop: error: {exc}", file=sys.stderr)

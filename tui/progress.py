@@ -57,9 +57,7 @@ class RunProgress:
             from rich.console import Console
             from rich.live import Live
 
-            self.live = Live(
-                self._render(), console=Console(file=self.stream), refresh_per_second=4, transient=True
-            )
+            self.live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=4, transient=True)
             self.live.start()
 
     def close(self) -> None:
