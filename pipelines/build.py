@@ -300,8 +300,8 @@ def _unavailable(source: str, reason: str) -> WeightsUnavailable:
     if len(reason) > 160:
         reason = reason[:157] + "..."
     return WeightsUnavailable(
-        f"cannot load {source!r} from the hub or disk ({reason}); "
-        "use --weights random for the same architecture without a download"
+        f"cannot load {source!r} from the hub or disk; "
+        f"use --weights random for the same architecture without a download ({reason})"
     )
 
 

@@ -222,7 +222,15 @@ def cmd_run(argv: Sequence[str]) -> int:
     if md.exists():
         sys.stdout.write(md.read_text())
     print(f"\nsession: {runner.session.dir} ({final})", file=sys.stderr)
-    return 0 if final == "complete" else 130
+    if final != "complete":
+        return 130
+    # A failing cell is a result (exit 0), but input the user must fix (weights that
+    # cannot be had) is an error of the command too: say it once more, exit 2.
+    bad = progress.bad_input
+    if bad:
+        print(f"sdtop: error: {bad}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_replay(argv: Sequence[str]) -> int:

@@ -16,6 +16,7 @@ from pipelines.settings import CellSpec
 from profiler.events import (
     CellFinished,
     CellStarted,
+    Error,
     Event,
     Log,
     PhaseStarted,
@@ -48,7 +49,7 @@ class RunProgress:
         self.steps = 0
         self.its: float | None = None
         self.live: Any = None
-        self.last_compiled = False
+        self.bad_input = ""  # the first error the user must fix (e.g. weights that cannot be had)
 
     def start(self, n_cells: int, session_dir: Path) -> None:
         self.n_cells = n_cells
@@ -113,6 +114,9 @@ class RunProgress:
             if self.its is not None and ev.status == "ok":
                 msg += f" · last call {self.its:.2f} it/s"
             self._print(msg)
+        elif isinstance(ev, Error) and ev.error_kind == "bad-input" and not self.bad_input:
+            msg = ev.message
+            self.bad_input = msg.split(": ", 1)[-1] if msg.startswith("WeightsUnavailable") else msg
         elif isinstance(ev, Log) and ev.level in ("warning", "error"):
             self._print(f"sdtop: {ev.level}: {ev.message}")
 
