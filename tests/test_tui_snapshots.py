@@ -1,0 +1,168 @@
+"""Snapshots of every widget and of both screens at 80×24 and 120×40.
+
+Driven by the recorded sessions in tests/fixtures/sessions (pinned timestamps, seeded
+values): nothing rendered depends on the wall clock, so a replay renders the same bytes
+every time. Update after an intended change with ``pytest --snapshot-update`` and look at
+snapshot_report.html / the SVGs before committing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.app import App, ComposeResult
+from textual.pilot import Pilot
+from textual.widget import Widget
+
+import tui
+from pipelines.settings import MatrixSpec
+from profiler import events as ev
+from profiler.session import read_events
+from tests.test_tui_app import FakePrepare, until
+from tui.app import SdtopApp
+from tui.models.dashboard import Dashboard
+from tui.widgets.eventlog import EventsPanel
+from tui.widgets.header import SessionHeader
+from tui.widgets.latency import LatencyPanel
+from tui.widgets.memory import MemoryPanel
+from tui.widgets.summary import SummaryPanel
+
+SESSIONS = Path(__file__).parent / "fixtures" / "sessions"
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+SnapCompare = Callable[..., bool]
+
+
+def events_of(name: str) -> list[ev.Event]:
+    return read_events(SESSIONS / name / "events.jsonl")
+
+
+class WidgetHarness(App[None]):
+    """One widget alone, over view-models fed synchronously (no threads, no reader)."""
+
+    CSS_PATH = str(Path(tui.__file__).parent / "app.tcss")
+
+    def __init__(self, make: Callable[[Dashboard], Widget], events: list[ev.Event]) -> None:
+        super().__init__()
+        self.make = make
+        self.dashboard = Dashboard()
+        self.dashboard.feed(events)
+
+    def compose(self) -> ComposeResult:
+        widget = self.make(self.dashboard)
+        if not isinstance(widget, SessionHeader):
+            widget.add_class("panel")
+            widget.styles.height = "1fr"
+        yield widget
+
+
+WIDGETS: dict[str, tuple[Callable[[Dashboard], Widget], str]] = {
+    "header": (lambda d: SessionHeader(d.header, mode="replay"), "clean"),
+    "latency": (lambda d: LatencyPanel(d.latency), "recompile"),
+    "memory": (lambda d: MemoryPanel(d.memory), "clean"),
+    "memory_no_nvml": (lambda d: MemoryPanel(d.memory), "crashed"),
+    "events": (lambda d: EventsPanel(d.log), "recompile"),
+    "summary": (lambda d: SummaryPanel(d.summary), "clean"),
+}
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("widget", list(WIDGETS))
+def test_widget(snap_compare: SnapCompare, widget: str, size: tuple[int, int]) -> None:
+    make, session = WIDGETS[widget]
+    assert snap_compare(WidgetHarness(make, events_of(session)), terminal_size=size)
+
+
+def test_latency_mid_call(snap_compare: SnapCompare) -> None:
+    """A measured call half done: the current call drawn over the earlier ones."""
+    events = events_of("clean")
+    cut = next(
+        i for i, e in enumerate(events) if isinstance(e, ev.StepTimed) and e.cell == 1 and e.call == 3 and e.step == 9
+    )
+    harness = WidgetHarness(lambda d: LatencyPanel(d.latency), events[: cut + 1])
+    assert snap_compare(harness, terminal_size=(80, 24))
+
+
+# --- screens ---------------------------------------------------------------------------------
+
+
+async def _replayed(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    assert isinstance(app, SdtopApp)
+    await until(pilot, lambda: app.live is not None and app.live.ended is not None)
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_live_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    assert snap_compare(SdtopApp(replay=SESSIONS / "clean"), terminal_size=size, run_before=_replayed)
+
+
+@pytest.mark.parametrize(
+    ("session", "keys"),
+    [
+        pytest.param("oom", (), id="oom"),
+        pytest.param("unsupported", ("3",), id="unsupported-events"),  # why the cell is not supported
+        pytest.param("recompile", ("3", "f", "f"), id="recompile-compile-filter"),  # the recompile's reason
+        pytest.param("crashed", (), id="crashed"),
+    ],
+)
+def test_live_screen_sessions(snap_compare: SnapCompare, session: str, keys: tuple[str, ...]) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _replayed(pilot)
+        await pilot.press(*keys)
+        await pilot.pause()
+
+    assert snap_compare(SdtopApp(replay=SESSIONS / session), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_live_screen_zoomed_chart(snap_compare: SnapCompare) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _replayed(pilot)
+        await pilot.press("1", "z")
+        await pilot.pause()
+
+    assert snap_compare(SdtopApp(replay=SESSIONS / "recompile"), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_live_screen_while_running(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    """Mid-run with a fake runner: phase, call/step, elapsed from the injected clock, ETA."""
+    events = events_of("clean")
+    cut = next(
+        i for i, e in enumerate(events) if isinstance(e, ev.StepTimed) and e.cell == 1 and e.call == 2 and e.step == 11
+    )
+    prepare = FakePrepare(events[: cut + 1], tmp_path)
+    app = SdtopApp(matrix=MatrixSpec(), prepare=prepare, clock=lambda: events[cut].ts + 0.5)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: app.live is not None and len(app.live.dashboard.events) == cut + 1)
+        await until(pilot, lambda: app.live is not None and not app.live.pending)  # throttled redraws done
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+    prepare.runners[0].stop()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_setup_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    assert snap_compare(SdtopApp(has_gpu=False), terminal_size=size)
+
+
+def test_setup_screen_rejects_a_value(snap_compare: SnapCompare) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await pilot.click("#steps")
+        await pilot.press("end", "backspace", "backspace", "0", "ctrl+r")
+        await pilot.pause()
+
+    assert snap_compare(SdtopApp(has_gpu=True), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_help_screen(snap_compare: SnapCompare) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _replayed(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(SdtopApp(replay=SESSIONS / "clean"), terminal_size=(80, 24), run_before=run_before)

@@ -1,0 +1,189 @@
+"""Per-step latency of the current cell: the series the chart draws and the figures beside it.
+
+The chart overlays the calls of one cell (x: step index, y: ms), so the current call is
+read against the previous ones and the first call, which carries torch.compile's
+compilation, stands apart from the steady state. p50/p95 are over measured steps only,
+the same population as the summary table, so the live figure converges to the final one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from profiler import events as ev
+from profiler.summary import percentile
+
+#: Chart roles, drawn in this order (the current call last, so it is on top).
+ROLES = ("first", "warmup", "previous", "current")
+
+
+@dataclass
+class CallSeries:
+    """The steps of one call of one stage."""
+
+    call: int
+    kind: str
+    stage: str
+    steps: list[int] = field(default_factory=list)
+    ms: list[float] = field(default_factory=list)
+    loop_s: float | None = None  # from StageTimed, once the stage's loop is over
+    n_steps: int | None = None
+
+    def it_per_s(self) -> float | None:
+        """steps / loop time when the call is over (the summary's figure), else the mean so far."""
+        if self.loop_s and self.n_steps:
+            return self.n_steps / self.loop_s
+        if self.ms:
+            mean = sum(self.ms) / len(self.ms)
+            return 1000.0 / mean if mean > 0 else None
+        return None
+
+
+@dataclass(frozen=True)
+class PlotLine:
+    label: str
+    role: str  # one of ROLES
+    xs: list[int]
+    ys: list[float]
+
+
+class LatencyModel:
+    """Step times of the cell being run, reset when the next cell starts."""
+
+    #: measured/warmup calls kept on the chart besides the first and the current one
+    history_calls = 3
+
+    def __init__(self) -> None:
+        self.cell: int | None = None
+        self.settings: dict[str, object] = {}
+        self.calls: dict[tuple[int, str], CallSeries] = {}
+        self.current: tuple[int, str] | None = None
+        self.status: str | None = None  # the cell's result, once known
+
+    def _reset(self, cell: int) -> None:
+        self.cell = cell
+        self.calls = {}
+        self.current = None
+        self.settings = {}
+        self.status = None
+
+    def feed(self, event: ev.Event) -> bool:
+        match event:
+            case ev.CellStarted():
+                self._reset(event.cell)
+                self.settings = dict(event.settings)
+                return True
+            case ev.StepTimed():
+                if event.cell != self.cell:
+                    self._reset(event.cell)
+                key = (event.call, event.stage)
+                series = self.calls.get(key)
+                if series is None:
+                    series = self.calls[key] = CallSeries(event.call, event.call_kind, event.stage)
+                series.steps.append(event.step)
+                series.ms.append(event.ms)
+                self.current = key
+                return True
+            case ev.CellFinished() if event.cell == self.cell:
+                self.status = event.status
+                return True
+            case ev.StageTimed() if event.cell == self.cell:
+                series = self.calls.get((event.call, event.stage))
+                if series is None:
+                    return False
+                series.loop_s, series.n_steps = event.loop_s, event.steps
+                return True
+        return False
+
+    # --- figures -------------------------------------------------------------------------
+
+    @property
+    def stage(self) -> str:
+        return self.current[1] if self.current else "main"
+
+    def current_series(self) -> CallSeries | None:
+        return self.calls.get(self.current) if self.current else None
+
+    def measured_ms(self) -> list[float]:
+        return [m for s in self.calls.values() if s.stage == self.stage and s.kind == "measured" for m in s.ms]
+
+    def p50(self) -> float | None:
+        return percentile(self.measured_ms(), 50)
+
+    def p95(self) -> float | None:
+        return percentile(self.measured_ms(), 95)
+
+    def it_per_s(self) -> float | None:
+        series = self.current_series()
+        return series.it_per_s() if series is not None else None
+
+    def first_call(self) -> CallSeries | None:
+        for s in self.calls.values():
+            if s.stage == self.stage and s.kind == "first":
+                return s
+        return None
+
+    def first_call_s(self) -> float | None:
+        first = self.first_call()
+        if first is None:
+            return None
+        return first.loop_s if first.loop_s is not None else sum(first.ms) / 1000.0
+
+    def steady_ms(self) -> list[float]:
+        """Every step that is not the first call's: the reference the first call is set against."""
+        return [m for s in self.calls.values() if s.stage == self.stage and s.kind != "first" for m in s.ms]
+
+    def y_range(self) -> tuple[float, float] | None:
+        """The steady state's range when some line is far above it, else None (automatic).
+
+        A compiling first call can be 1000x a steady step: on an axis that holds both,
+        the steady lines are flat on the floor and jitter cannot be seen. So the axis
+        follows the measured steps (or, before any, the non-first ones) and the slow
+        lines leave through the top, drawn in their own colour and named in the legend.
+        """
+        reference = self.measured_ms() or self.steady_ms()
+        tops = [max(line.ys) for line in self.lines() if line.ys]
+        if not reference or not tops:
+            return None
+        # a recompile inside a measured call is an outlier too: keep it off the scale
+        typical = percentile(reference, 50) or 0.0
+        reference = [v for v in reference if v <= 5 * typical] or reference
+        lo, hi = min(reference), max(reference)
+        if max(tops) <= 3 * hi:
+            return None
+        pad = max((hi - lo) * 0.15, hi * 0.02)
+        return max(0.0, lo - pad), hi + pad
+
+    def clipped(self) -> list[tuple[PlotLine, float]]:
+        """Lines that leave the chart through the top, with their highest step (ms)."""
+        rng = self.y_range()
+        if rng is None:
+            return []
+        return [(line, max(line.ys)) for line in self.lines() if line.ys and max(line.ys) > rng[1]]
+
+    def lines(self) -> list[PlotLine]:
+        """The chart's lines for the current stage: first call, recent others, the current call."""
+        if self.current is None:
+            return []
+        same_stage = [s for s in self.calls.values() if s.stage == self.stage]
+        current = self.calls[self.current]
+        first = next((s for s in same_stage if s.kind == "first" and s is not current), None)
+        others = [s for s in same_stage if s is not current and s is not first][-self.history_calls :]
+        out: list[PlotLine] = []
+        # x is the step number as the header counts it (1-based)
+        if first is not None:
+            out.append(PlotLine("1st call", "first", [x + 1 for x in first.steps], first.ms))
+        for s in others:
+            role = "warmup" if s.kind == "warmup" else "previous"
+            out.append(PlotLine(f"call {s.call + 1}", role, [x + 1 for x in s.steps], s.ms))
+        role = "first" if current.kind == "first" else "current"
+        label = "1st call" if current.kind == "first" else f"call {current.call + 1}"
+        out.append(PlotLine(label, role, [x + 1 for x in current.steps], current.ms))
+        return out
+
+    def x_ticks(self) -> list[int]:
+        """Up to four whole step numbers from 1 to the last step drawn."""
+        last = max((max(line.xs) for line in self.lines() if line.xs), default=1)
+        if last <= 4:
+            return list(range(1, last + 1))
+        return sorted({1, round(last / 3), round(2 * last / 3), last})

@@ -1,0 +1,65 @@
+"""The ? screen: every key, grouped, because the footer cannot show them all at 80 columns."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEYS = (
+    (
+        "Run",
+        (
+            ("s", "stop the matrix (finalized) / start it again"),
+            ("k", "skip the current cell"),
+            ("r", "run the current cell again at the end"),
+            ("e", "replay: jump to the end"),
+            ("n", "setup: a new run, or the recorded matrix"),
+        ),
+    ),
+    (
+        "Panels",
+        (
+            ("tab / shift+tab", "next / previous panel"),
+            ("1 2 3 4", "latency, memory, events, summary"),
+            ("z / esc", "zoom the panel / back"),
+            ("f", "filter the events log"),
+            ("o", "sort the summary"),
+        ),
+    ),
+    ("Export", (("c", "write <session>/summary.csv"), ("m", "write <session>/summary.md"))),
+    (
+        "App",
+        (
+            ("?", "this help"),
+            ("q / ctrl+c", "stop the worker cleanly and quit"),
+            ("ctrl+r", "setup: start the matrix"),
+        ),
+    ),
+)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss", "Close"),
+        Binding("question_mark", "dismiss", "Close", show=False),
+        Binding("q", "dismiss", "Close", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        for group, keys in KEYS:
+            table.add_row(Text(group, style="bold underline"), "")
+            for key, what in keys:
+                table.add_row(key, what)
+        with Vertical(id="help-box"):
+            yield Static(table)
+            yield Static(Text("esc or ? closes", style="dim"))

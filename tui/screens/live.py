@@ -1,0 +1,316 @@
+"""The live screen: header, step latency, memory, events and the session table.
+
+At 80×24 the latency chart and memory share the top row and the events log and the
+summary take turns below (tab switches, and the summary comes forward by itself once the
+session is over); from about 110×32 everything is on screen at once. Any panel can be
+zoomed to the whole area.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, RichLog
+
+from profiler import summary
+from tui.models.dashboard import Dashboard
+from tui.reader import Batch
+from tui.sources import RunController
+from tui.widgets.eventlog import EventsPanel
+from tui.widgets.header import SessionHeader
+from tui.widgets.latency import LatencyPanel
+from tui.widgets.memory import MemoryPanel
+from tui.widgets.summary import SummaryPanel
+
+PANELS = ("latency", "memory", "events", "summary")
+#: Seconds between two redraws of the panels that only show a latest state.
+MIN_REDRAW_S = {"latency": 0.2, "memory": 0.5, "header": 0.2}
+#: Below either size the compact layout is used (one bottom panel at a time).
+COMPACT_WIDTH = 110
+COMPACT_HEIGHT = 32
+
+
+class LiveScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "stop", "Stop"),
+        Binding("s", "start", "Start"),
+        Binding("k", "skip", "Skip"),
+        Binding("r", "rerun", "Rerun"),
+        Binding("e", "jump_end", "To end"),
+        Binding("n", "setup", "Setup"),
+        Binding("c", "export_csv", "CSV"),
+        Binding("m", "export_md", "MD"),
+        Binding("f", "filter", "Filter"),
+        Binding("o", "sort", "Sort"),
+        Binding("tab", "next_panel", "Panel", priority=True),
+        Binding("shift+tab", "next_panel(-1)", "Previous panel", show=False, priority=True),
+        Binding("z", "zoom", "Zoom"),
+        Binding("escape", "unzoom", "Unzoom", show=False),
+        Binding("1", "select_panel('latency')", show=False),
+        Binding("2", "select_panel('memory')", show=False),
+        Binding("3", "select_panel('events')", show=False),
+        Binding("4", "select_panel('summary')", show=False),
+    ]
+
+    def __init__(
+        self,
+        *,
+        controller: RunController | None = None,
+        mode: str = "live",
+        clock: Callable[[], float] = time.time,
+        on_setup: Callable[[], None] | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.dashboard = Dashboard()
+        self.controller = controller
+        self.mode = mode  # "live" | "replay"
+        self.clock = clock
+        self.on_setup = on_setup
+        self.on_start = on_start
+        self.selected = "latency"
+        self.zoomed = False
+        self.bottom = "events"
+        self._bottom_chosen = False
+        self.ended: str | None = None
+        #: throttled panels with changes not drawn yet (tests wait for this to empty)
+        self.pending: set[str] = set()
+        self._drawn: dict[str, float] = {}
+        self._redraw_timer: Timer | None = None
+
+    # --- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        d = self.dashboard
+        yield SessionHeader(d.header, mode=self.mode, id="header")
+        with Vertical(id="panels"):
+            with Horizontal(id="top"):
+                yield LatencyPanel(d.latency, id="latency").add_class("panel")
+                yield MemoryPanel(d.memory, id="memory").add_class("panel")
+            yield EventsPanel(d.log, id="events").add_class("panel")
+            yield SummaryPanel(d.summary, id="summary").add_class("panel")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self._layout()
+        self._panel_focus_target(self.selected).focus()
+        self._header()
+        if self.mode == "live":
+            self.set_interval(1.0, self._tick)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._layout()
+
+    @property
+    def compact(self) -> bool:
+        return self.size.width < COMPACT_WIDTH or self.size.height < COMPACT_HEIGHT
+
+    def _layout(self) -> None:
+        self.set_class(self.compact, "-compact")
+        self.set_class(self.zoomed, "-zoomed")
+        if self.zoomed:
+            shown = {self.selected}
+        elif self.compact:
+            shown = {"latency", "memory", self.bottom}
+        else:
+            shown = set(PANELS)
+        for name in PANELS:
+            panel = self.query_one(f"#{name}")
+            panel.display = name in shown
+            panel.set_class(name == self.selected, "-selected")
+        self.query_one("#top").display = bool(shown & {"latency", "memory"})
+
+    def _panel_focus_target(self, name: str) -> Widget:
+        panel = self.query_one(f"#{name}")
+        if name == "events":
+            return panel.query_one(RichLog)
+        if name == "summary":
+            return panel.query_one(DataTable)
+        return panel
+
+    def action_select_panel(self, name: str) -> None:
+        self.selected = name
+        if name in ("events", "summary"):
+            self.bottom = name
+            self._bottom_chosen = True
+        self._layout()
+        self._panel_focus_target(name).focus()
+
+    def action_next_panel(self, step: int = 1) -> None:
+        self.action_select_panel(PANELS[(PANELS.index(self.selected) + step) % len(PANELS)])
+
+    def action_zoom(self) -> None:
+        self.zoomed = not self.zoomed
+        self._layout()
+
+    def action_unzoom(self) -> None:
+        if self.zoomed:
+            self.action_zoom()
+
+    # --- data ------------------------------------------------------------------------------
+
+    def apply(self, batch: Batch) -> None:
+        """Fold one batch into the view-models, then re-render what changed.
+
+        The log and the table take every batch (they append; a late line would read as a
+        stall). The chart, the gauges and the header are redrawn at most every
+        :data:`MIN_REDRAW_S` (a gauge only needs its latest value): on a 2-core box every
+        frame the UI draws is taken from the pipeline it measures.
+        """
+        changed = self.dashboard.feed(batch.events)
+        if "events" in changed:
+            self.query_one(EventsPanel).append(self.dashboard.new_entries)
+        if "summary" in changed:
+            self.query_one(SummaryPanel).show()
+        for warning in batch.warnings:
+            self.notify(warning, severity="warning", timeout=8)
+        if batch.error is not None:  # the runner itself failed mid-run: say why, and keep it up
+            self.notify(batch.error, title="The run stopped", severity="error", timeout=30)
+        self.pending |= changed & set(MIN_REDRAW_S)
+        final = batch.ended is not None or batch.error is not None
+        if final:
+            self.ended = batch.ended or "failed"
+            if self.dashboard.header.is_over() and not self._bottom_chosen:
+                self.bottom = "summary"
+                self._layout()
+            self.refresh_bindings()
+            self.pending.add("header")
+        self._redraw(force=final)
+
+    def _redraw(self, force: bool = False) -> None:
+        """Draw the pending throttled panels whose interval has passed; come back for the rest."""
+        now = time.monotonic()
+        wait: list[float] = []
+        for name in sorted(self.pending):
+            left = self._drawn.get(name, -1e9) + MIN_REDRAW_S[name] - now
+            if left > 0 and not force:
+                wait.append(left)
+                continue
+            self.pending.discard(name)
+            self._drawn[name] = now
+            if name == "latency":
+                self.query_one(LatencyPanel).show()
+            elif name == "memory":
+                self.query_one(MemoryPanel).show()
+            else:
+                self._header()
+        if wait and self._redraw_timer is None:
+            self._redraw_timer = self.set_timer(min(wait), self._timer_redraw)
+
+    def _timer_redraw(self) -> None:
+        self._redraw_timer = None
+        self._redraw()
+
+    def _now(self) -> float | None:
+        """The clock only while a live run is going; otherwise event time, so a finished or
+        replayed session shows the same elapsed time whenever it is looked at."""
+        if self.mode == "live" and self.running and not self.dashboard.header.is_over():
+            return self.clock()
+        return None
+
+    def _header(self) -> None:
+        note = ""
+        if self.controller is not None and self.controller.state in ("idle", "preparing") and self.mode == "live":
+            note = "starting the worker host (it imports torch once)…"
+        self.query_one(SessionHeader).show(self._now(), note)
+
+    def _tick(self) -> None:
+        """Once a second while a run goes: the elapsed time moves without any event."""
+        if self.running:
+            self._header()
+
+    @property
+    def running(self) -> bool:
+        return self.controller is not None and self.controller.running and self.ended is None
+
+    # --- actions ---------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """One footer for three situations: a live run, a finished one, a replay. Keys that
+        do not apply are hidden (False), which also lets ``s`` mean stop or start."""
+        read_only = self.mode == "replay"
+        if action in ("stop", "skip", "rerun"):
+            return not read_only and self.running
+        if action == "start":
+            return not read_only and not self.running and self.on_start is not None
+        if action == "jump_end":
+            return read_only and self.running
+        if action == "setup":
+            return not self.running or read_only  # while a run goes, the header says what it is
+        return True
+
+    def action_stop(self) -> None:
+        if self.controller is not None:
+            self.notify("stopping the matrix…", timeout=3)
+            self.run_worker(self.controller.stop, thread=True)  # a kill may take a moment
+
+    def action_skip(self) -> None:
+        if self.controller is not None:
+            self.notify("skipping this cell", timeout=3)
+            self.run_worker(self.controller.skip_cell, thread=True)
+
+    def action_rerun(self) -> None:
+        if self.controller is not None:
+            self.controller.rerun_cell()
+            self.notify("this cell will run again at the end", timeout=3)
+
+    def action_jump_end(self) -> None:
+        if self.controller is not None:
+            self.controller.jump_to_end()
+
+    def action_start(self) -> None:
+        """The same matrix again, in a new session (the finished one stays as it is)."""
+        if self.on_start is not None:
+            self.on_start()
+
+    def action_setup(self) -> None:
+        if self.on_setup is not None:
+            self.on_setup()
+
+    def action_filter(self) -> None:
+        self.dashboard.log.cycle_filter()
+        self.query_one(EventsPanel).rebuild()
+        if self.compact and not self.zoomed:
+            self.action_select_panel("events")
+
+    def action_sort(self) -> None:
+        self.dashboard.summary.cycle_sort()
+        self.query_one(SummaryPanel).show()
+        if self.compact and not self.zoomed:
+            self.action_select_panel("summary")
+
+    def session_dir(self) -> Path | None:
+        return self.controller.session_dir() if self.controller is not None else None
+
+    def _export(self, name: str, text: str) -> Path | None:
+        folder = self.session_dir()
+        if folder is None:
+            self.notify("no session directory yet: nothing to export to", severity="error")
+            return None
+        path = folder / name
+        try:
+            path.write_text(text, newline="")
+        except OSError as exc:
+            self.notify(f"cannot write {path}: {exc.strerror}", severity="error", timeout=8)
+            return None
+        self.notify(f"wrote {path.absolute()}", title="Exported", timeout=6)
+        return path
+
+    def action_export_csv(self) -> None:
+        self._export("summary.csv", summary.to_csv(self.dashboard.rows()))
+
+    def action_export_md(self) -> None:
+        from profiler.session import session_info
+
+        events = self.dashboard.events
+        self._export("summary.md", summary.to_markdown(self.dashboard.rows(), session_info(events).get("environment")))

@@ -1,0 +1,77 @@
+"""The session table: one row per finished (cell, stage), best it/s highlighted, sortable."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.widget import Widget
+from textual.widgets import DataTable
+
+from profiler import status as st
+from tui.models import fmt
+from tui.models.summary import Column, SummaryModel, TableRow
+
+
+def status_style(status: str) -> str:
+    if st.is_ok(status):
+        return "green"
+    if st.is_oom(status):
+        return "bold red"
+    if status.startswith("crashed"):
+        return "bold magenta"
+    return "yellow"
+
+
+def cell_text(column: Column, row: TableRow, width: int) -> Text:
+    raw = fmt.truncate(column.text(row), width)
+    style = ""
+    if column.key == "status":
+        style = status_style(row.row.status)
+    elif column.key == "it/s" and row.best:
+        style = "bold black on green"
+    elif column.key == "speedup" and row.speedup is not None:
+        style = "green" if row.speedup > 1.05 else "red" if row.speedup < 0.95 else ""
+    return Text(raw, style=style, justify="right" if column.numeric else "left", no_wrap=True)
+
+
+class SummaryPanel(Widget):
+    DEFAULT_CSS = """
+    SummaryPanel { layout: vertical; }
+    SummaryPanel DataTable { height: 1fr; background: transparent; }
+    """
+
+    def __init__(self, model: SummaryModel, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+        self.border_title = "Summary"
+        self._width = 0
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[Text] = DataTable(cursor_type="row", zebra_stripes=True, id="summary-table")
+        yield table
+
+    def on_mount(self) -> None:
+        self.show()
+
+    def on_resize(self, event: events.Resize) -> None:
+        if event.size.width != self._width:
+            self._width = event.size.width
+            self.show()
+
+    def show(self) -> None:
+        """Rebuild the table: rows only change when a cell finishes, so a rebuild is cheap."""
+        m = self.model
+        table: DataTable[Text] = self.query_one(DataTable)
+        cols = m.columns(max(20, self.size.width - 2))
+        table.clear(columns=True)
+        # fixed widths: DataTable's auto widths are measured on idle, after a first paint
+        for c, width in cols:
+            header = c.header + (f" {m.sort_arrow()}" if c.key == m.sort else "")
+            table.add_column(Text(header, justify="right" if c.numeric else "left"), key=c.key, width=width)
+        rows = m.table()
+        for r in rows:
+            table.add_row(*(cell_text(c, r, w) for c, w in cols), key=f"{r.row.cell}:{r.row.stage}")
+        n_cells = len({r.row.cell for r in rows})
+        self.border_title = f"Summary · {n_cells} cell{'s' * (n_cells != 1)} finished"
+        self.border_subtitle = f"sort: {m.sort} (o)"
