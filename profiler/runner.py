@@ -23,23 +23,34 @@ from profiler import __version__, status
 from profiler.events import (
     CellFinished,
     CellStarted,
+    CompileFinished,
+    CompileStarted,
     Environment,
     Error,
     Event,
     Log,
+    PhaseStarted,
     SchemaError,
     SessionFinished,
     SessionStarted,
     WorkerExited,
+    WorkerStarted,
     decode,
 )
 from profiler.launcher import Launcher, LaunchError, make_launcher
+from profiler.sampler import DEFAULT_SAMPLE_MS, Sampler
 from profiler.session import Session, SessionError
 
 OnEvent = Callable[[Event], None]
 
 #: How long one blocking read waits before the runner looks at stop/skip requests.
 POLL_S = 0.25
+
+#: Defaults for the hang detector: no event from the worker for this long means stalled.
+#: Compilation (the first call of a compiled cell, or an open torch.compile) is silent for
+#: minutes on a big UNet, so it has its own, longer limit.
+STALL_TIMEOUT_S = 300.0
+COMPILE_TIMEOUT_S = 1800.0
 
 
 def git_sha() -> str:
@@ -79,6 +90,12 @@ class Runner:
         argv: Sequence[str] = (),
         env: dict[str, Any] | None = None,
         on_event: OnEvent | None = None,
+        stall_timeout: float = STALL_TIMEOUT_S,
+        compile_timeout: float = COMPILE_TIMEOUT_S,
+        queue: Sequence[int] | None = None,
+        resumed: bool = False,
+        sample_ms: float = DEFAULT_SAMPLE_MS,
+        sampler: Sampler | None = None,
     ) -> None:
         self.session = session
         self.cells = list(cells)
@@ -87,11 +104,21 @@ class Runner:
         self.argv = list(argv)
         self.env = dict(env or {})
         self.on_event = on_event
-        self.queue: list[int] = list(range(len(self.cells)))
+        self.queue: list[int] = list(range(len(self.cells))) if queue is None else list(queue)
+        self.resumed = resumed
+        self.stall_timeout = stall_timeout
+        self.compile_timeout = compile_timeout
+        # Telemetry (profiler/sampler.py): the parent samples the worker's pid (host figures,
+        # NVML) so readings go on while the worker compiles, hangs or dies; 0 turns it off.
+        if sampler is None and sample_ms > 0:
+            sampler = Sampler(interval_s=sample_ms / 1000.0)
+        self.sampler = sampler
         self.current: int | None = None
         self._stop = threading.Event()
         self._skip = threading.Event()
-        self._lock = threading.Lock()
+        # Re-entrant: stop() is called from signal handlers, which run on the main thread
+        # between bytecodes, possibly while that thread holds this lock.
+        self._lock = threading.RLock()
         self._handle: Any = None
         self.status = "pending"
 
@@ -144,6 +171,7 @@ class Runner:
                     argv=self.argv,
                     matrix=self.matrix.to_dict() if self.matrix else {},
                     cells=[c.to_dict() for c in self.cells],
+                    resumed=self.resumed,
                 ),
                 Environment(data=self.env),
             ]
@@ -167,6 +195,8 @@ class Runner:
         finally:
             self.status = "interrupted" if self._stop.is_set() else "complete"
             self.emit([SessionFinished(status=self.status, duration_s=time.perf_counter() - t0, reason=reason)])
+            if self.sampler is not None:
+                self.sampler.close()  # releases NVML
             self.launcher.close()
             self.session.finalize()
         return self.status
@@ -189,10 +219,14 @@ class Runner:
             self._handle = handle
         finished: CellFinished | None = None
         exited: WorkerExited | None = None
+        watch = _StallWatch(spec, self.stall_timeout, self.compile_timeout)
+        stalled: float | None = None
+        kill_sent = False
         try:
             while not handle.done:
                 batch: list[Event] = []
-                for line in handle.read(POLL_S):
+                lines = handle.read(POLL_S)
+                for line in lines:
                     try:
                         ev = decode(line)
                     except SchemaError as exc:
@@ -202,13 +236,38 @@ class Runner:
                         finished = ev
                     elif isinstance(ev, WorkerExited):
                         exited = ev
+                    watch.saw(ev)
+                    self._observe(idx, spec, ev)
                     batch.append(ev)
+                if (self._stop.is_set() or self._skip.is_set()) and not kill_sent:
+                    # stop()/skip_cell() may have come before this worker existed
+                    handle.kill()
+                    kill_sent = True
+                limit = watch.overdue()
+                if limit is not None and stalled is None and finished is None:
+                    stalled = limit
+                    batch.append(
+                        Error(
+                            cell=idx,
+                            error_kind="stall",
+                            phase=watch.phase,
+                            message=f"no event from the worker for {limit:g} s; killed it",
+                        )
+                    )
+                    handle.kill()
+                if self.sampler is not None:
+                    batch.extend(self.sampler.drain())  # taken on the sampler's thread, appended on this one
                 self.emit(batch)
         finally:
             with self._lock:
                 self._handle = None
+            if self.sampler is not None:  # the last sample: after the worker is gone
+                self.sampler.stop()
+                self.emit(self.sampler.drain())
         if finished is None:
-            if self._stop.is_set():
+            if stalled is not None:
+                final = status.error(f"stalled after {stalled:g} s")
+            elif self._stop.is_set():
                 final = "interrupted"
             elif self._skip.is_set():
                 final = "error: skipped by the user"
@@ -217,6 +276,44 @@ class Runner:
             else:
                 final = status.crashed(None, None)
             self.emit([CellFinished(cell=idx, status=final)])
+
+    def _observe(self, idx: int, spec: CellSpec, ev: Event) -> None:
+        """Point the sampler at the worker: its pid (WorkerStarted), then its device and PCI
+        bus id (the worker's cell-level Environment), by which NVML's GPU is matched."""
+        if self.sampler is None or ev.cell != idx:
+            return
+        if isinstance(ev, WorkerStarted) and isinstance(ev.pid, int) and ev.pid > 0:
+            self.sampler.start(idx, ev.pid, spec.device)
+        elif isinstance(ev, Environment) and isinstance(ev.data, dict) and "device" in ev.data:
+            self.sampler.set_device(str(ev.data.get("device") or ""), str(ev.data.get("pci_bus_id") or ""))
+
+
+class _StallWatch:
+    """Decides when a silent worker is hung: no event for ``stall_timeout`` seconds, or
+    ``compile_timeout`` while it compiles (first call of a compiled cell, or between a
+    CompileStarted and its CompileFinished)."""
+
+    def __init__(self, spec: CellSpec, stall_timeout: float, compile_timeout: float) -> None:
+        self.spec = spec
+        self.stall_timeout = stall_timeout
+        self.compile_timeout = compile_timeout
+        self.last = time.monotonic()
+        self.phase = "startup"
+        self.open_compiles = 0
+
+    def saw(self, ev: Event) -> None:
+        self.last = time.monotonic()
+        if isinstance(ev, PhaseStarted):
+            self.phase = ev.phase
+        elif isinstance(ev, CompileStarted):
+            self.open_compiles += 1
+        elif isinstance(ev, CompileFinished):
+            self.open_compiles = max(0, self.open_compiles - 1)
+
+    def overdue(self) -> float | None:
+        compiling = self.open_compiles > 0 or (self.phase == "first_call" and self.spec.compiled)
+        limit = self.compile_timeout if compiling else self.stall_timeout
+        return limit if time.monotonic() - self.last > limit else None
 
 
 def check_out(out: Path | str | None, *, force: bool) -> Path:
@@ -240,6 +337,9 @@ def prepare(
     argv: Sequence[str] | None = None,
     on_event: OnEvent | None = None,
     launcher: Launcher | str | None = None,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    compile_timeout: float = COMPILE_TIMEOUT_S,
+    sample_ms: float = DEFAULT_SAMPLE_MS,
 ) -> Runner:
     """Validate, start the worker host, resolve defaults against it, create the session.
 
@@ -258,6 +358,21 @@ def prepare(
         raise
     if hasattr(lau, "set_stderr"):
         lau.set_stderr(session.dir / "worker.log")
+    return Runner(
+        session,
+        cells,
+        lau,
+        matrix=matrix,
+        argv=list(argv or []),
+        env=_parent_env(hello),
+        on_event=on_event,
+        stall_timeout=stall_timeout,
+        compile_timeout=compile_timeout,
+        sample_ms=sample_ms,
+    )
+
+
+def _parent_env(hello: dict[str, Any]) -> dict[str, Any]:
     env = dict(hello)
     env.update(
         sdtop=__version__,
@@ -266,7 +381,73 @@ def prepare(
         parent_pid=os.getpid(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    return Runner(session, cells, lau, matrix=matrix, argv=list(argv or []), env=env, on_event=on_event)
+    return env
 
 
-__all__ = ["BadInput", "LaunchError", "Runner", "SessionError", "default_out", "git_sha", "prepare"]
+def unfinished_cells(events: Sequence[Event]) -> tuple[list[dict[str, Any]], dict[str, Any], list[int]]:
+    """(cells, matrix, indices still to run) of a recorded session.
+
+    A cell is finished when its last attempt ended with a status other than
+    "interrupted": crashed, OOM and not-supported cells are results and are kept.
+    """
+    started = [e for e in events if isinstance(e, SessionStarted)]
+    if not started:
+        raise SessionError("the session has no session_started event; nothing to resume")
+    cells = started[0].cells
+    last: dict[int, str | None] = {}
+    for ev in events:
+        if isinstance(ev, CellStarted):
+            last[ev.cell] = None
+        elif isinstance(ev, CellFinished) and ev.cell in last:
+            last[ev.cell] = ev.status
+    todo = [i for i in range(len(cells)) if last.get(i) in (None, "interrupted")]
+    return cells, started[0].matrix, todo
+
+
+def resume(
+    directory: Path | str,
+    *,
+    argv: Sequence[str] | None = None,
+    on_event: OnEvent | None = None,
+    launcher: Launcher | str | None = None,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    compile_timeout: float = COMPILE_TIMEOUT_S,
+    sample_ms: float = DEFAULT_SAMPLE_MS,
+) -> Runner:
+    """Continue a session: run its unfinished cells with the settings it recorded, appending
+    to the same events.jsonl; finished cells are kept as they are."""
+    session = Session.open(directory)
+    warnings: list[str] = []
+    events = session.events(on_warning=warnings.append)
+    cell_dicts, matrix, todo = unfinished_cells(events)
+    cells = [CellSpec.from_dict(c) for c in cell_dicts]
+    lau = launcher if launcher is not None and not isinstance(launcher, str) else make_launcher(launcher)
+    try:
+        hello = lau.hello()
+        if any(c.device == "cuda" for c in (cells[i] for i in todo)) and not hello.get("cuda_available"):
+            raise BadInput("the session ran on CUDA; this worker's torch sees no CUDA device")
+    except (BadInput, LaunchError):
+        lau.close()
+        raise
+    if hasattr(lau, "set_stderr"):
+        lau.set_stderr(session.dir / "worker.log")
+    runner = Runner(
+        session,
+        cells,
+        lau,
+        matrix=MatrixSpec.from_dict(matrix) if matrix else None,
+        argv=list(argv or []),
+        env=_parent_env(hello),
+        on_event=on_event,
+        stall_timeout=stall_timeout,
+        compile_timeout=compile_timeout,
+        sample_ms=sample_ms,
+        queue=todo,
+        resumed=True,
+    )
+    if warnings:
+        runner.emit([Log(level="warning", message=w) for w in warnings])
+    return runner
+
+
+__all__ = ["BadInput", "LaunchError", "Runner", "SessionError", "default_out", "git_sha", "prepare", "resume"]

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from profiler import __version__, status
+from profiler.faults import Injector
 from profiler.events import (
     CallFinished,
     CellFinished,
@@ -33,6 +34,7 @@ from profiler.events import (
     PhaseStarted,
     SettingsApplied,
     StageTimed,
+    TorchMemory,
     WorkerStarted,
     encode,
 )
@@ -121,6 +123,59 @@ def device_facts(device: str) -> dict[str, Any]:
     return facts
 
 
+def torch_memory(device: str, *, cell: int, phase: str, call: int = -1) -> TorchMemory | None:
+    """The CUDA caching allocator's figures, or None where there is none to read.
+
+    None on CPU (the parent's host sampler tells that story) and before CUDA is
+    initialised (asking would initialise it). Peaks are since the last
+    :func:`reset_peaks`, which the cell calls at each phase start. ``ooms`` and
+    ``alloc_retries`` count from the worker's start (torch never resets them).
+    """
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    try:
+        if not torch.cuda.is_initialized():
+            return None
+        stats = torch.cuda.memory_stats(device)
+    except Exception:  # a broken context (after a device-side assert): no figures, no crash
+        return None
+
+    def mib(key: str) -> float | None:
+        v = stats.get(key)
+        return v / 2**20 if isinstance(v, int | float) else None
+
+    def count(key: str) -> int | None:
+        v = stats.get(key)
+        return int(v) if isinstance(v, int | float) else None
+
+    return TorchMemory(
+        cell=cell,
+        phase=phase,
+        call=call,
+        allocated_mib=mib("allocated_bytes.all.current"),
+        reserved_mib=mib("reserved_bytes.all.current"),
+        max_allocated_mib=mib("allocated_bytes.all.peak"),
+        max_reserved_mib=mib("reserved_bytes.all.peak"),
+        alloc_retries=count("num_alloc_retries"),
+        ooms=count("num_ooms"),
+    )
+
+
+def reset_peaks(device: str) -> None:
+    """Start a new peak (each phase gets its own), without initialising CUDA."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    try:
+        if torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats(device)
+    except Exception:  # figures are best-effort; the cell must go on
+        pass
+
+
 def _pci_bus_id(props: Any) -> str:
     try:
         return f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
@@ -152,6 +207,8 @@ class _Phase:
         self.runner.phase = self.phase
         self.t0 = time.perf_counter()
         self.runner.emit(PhaseStarted(cell=self.runner.index, phase=self.phase))
+        reset_peaks(self.runner.spec.device)
+        self.runner.faults.check(self.phase)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.runner.emit(
@@ -162,6 +219,7 @@ class _Phase:
                 ok=exc_type is None,
             )
         )
+        self.runner.emit_memory(self.phase)
 
 
 class CellRun:
@@ -173,7 +231,11 @@ class CellRun:
         self.emit = emit
         self.phase = "startup"
         self.measured_done = 0
+        self.faults = Injector.from_env(index)
+        self.calls_in_phase = 0
         self.call = -1
+        self.size: tuple[int, int] = (spec.height, spec.width)  # the size calls run at now
+        self.watch: Any = None  # profiler.compile_watch.CompileWatch once settings are applied
 
     def run(self, *, launcher: str, startup_s: float) -> str:
         t0 = time.perf_counter()
@@ -188,8 +250,9 @@ class CellRun:
     def _run(self) -> str:
         import torch
 
-        from pipelines.build import build
+        from pipelines.build import build, set_size
         from profiler.apply import apply_settings, attention_context
+        from profiler.compile_watch import watch_cell
         from profiler.timing import TimerSlot, clock_for, instrument, step_callback_kwargs
 
         spec = self.spec
@@ -215,32 +278,38 @@ class CellRun:
         )
         clock = clock_for(spec.device)
         callbacks = {st.name: step_callback_kwargs(st.legacy_callback, slot) for st in built.stages}
-        total_calls = spec.warmup + spec.iterations
-        for call in range(total_calls):
-            if call == 0:
-                phase = "first_call"
-            elif call < spec.warmup:
-                phase = "warmup"
-            else:
-                phase = "measure"
-            kind = "first" if call == 0 and spec.warmup > 0 else ("warmup" if call < spec.warmup else "measured")
-            if phase != self.phase or call == 0:
-                if self.phase in ("first_call", "warmup") and phase != self.phase:
+        self.watch = watch_cell(self.emit, self.index, built, spec)
+        fail_from = max(spec.warmup, 1) if spec.on_recompile == "fail" else -1  # after warmup
+        for call, phase, kind, size in call_plan(spec):
+            if phase != self.phase or call == 0 or size != self.size:
+                if call > 0:
                     self._end_phase()
+                if size != self.size:  # --resolutions: the same modules, inputs at the new size
+                    set_size(built, *size)
+                    self.size = size
                 self._start_phase(phase)
+            if call == fail_from:
+                self.watch.fail_on_recompile()
+            self.watch.on_call(call)
             self.call = call
+            self.calls_in_phase += 1
+            self.faults.check(phase, self.calls_in_phase)
             with attention_context(spec), torch.inference_mode():
                 self._one_call(built, call, kind, clock, slot, callbacks)
+            self.emit_memory(phase, call)
             if kind == "measured":
                 self.measured_done += 1
+        self.watch.close()
         self._end_phase()
         return status.OK
 
     # Phases of calls span several calls, so they are opened and closed by hand.
     def _start_phase(self, phase: str) -> None:
         self.phase = phase
+        self.calls_in_phase = 0
         self._phase_t0 = time.perf_counter()
-        self.emit(PhaseStarted(cell=self.index, phase=phase))
+        self.emit(PhaseStarted(cell=self.index, phase=phase, height=self.size[0], width=self.size[1]))
+        reset_peaks(self.spec.device)
 
     def _end_phase(self, ok: bool = True) -> None:
         self.emit(
@@ -251,6 +320,14 @@ class CellRun:
                 ok=ok,
             )
         )
+        self.emit_memory(self.phase)
+
+    def emit_memory(self, phase: str, call: int = -1) -> None:
+        """TorchMemory at a phase's end (``call`` -1) or a call's end: the phase's peak so
+        far, kept per phase (an OOM's phase shows what it reached). Nothing on CPU."""
+        ev = torch_memory(self.spec.device, cell=self.index, phase=phase, call=call)
+        if ev is not None:
+            self.emit(ev)
 
     def _one_call(
         self,
@@ -317,12 +394,17 @@ class CellRun:
                 denoise_s=denoise_s,
                 decode_s=decode_s,
                 other_s=max(0.0, wall_s - encode_s - denoise_s - decode_s),
+                height=self.size[0],
+                width=self.size[1],
             )
         )
 
     def _fail(self, exc: BaseException) -> str:
         """Turn an exception into an Error event and a seed-vocabulary status."""
+        detail = self.watch.close(exc) if self.watch is not None else None
         kind, cell_status = classify(exc, self.phase, self.measured_done, self.spec.compiled)
+        if detail is not None:  # torch refused to recompile (--on-recompile fail) or hit its limit
+            kind, cell_status = "error", status.error(detail)
         if self.phase in ("first_call", "warmup", "measure"):
             self._end_phase(ok=False)
         self.emit(
@@ -336,6 +418,24 @@ class CellRun:
             )
         )
         return cell_status
+
+
+def call_plan(spec: Any) -> list[tuple[int, str, str, tuple[int, int]]]:
+    """(call, phase, kind, size) of every call of a cell, in order.
+
+    The first size runs as the seed did: ``warmup`` unmeasured calls (the first one
+    compiles), then ``iterations`` measured ones. Each further size of ``--resolutions``
+    gets one first call (where torch recompiles, if it does) and then its own measured
+    calls, so steady-state figures of every size exclude compilation.
+    """
+    plan: list[tuple[int, str, str, tuple[int, int]]] = []
+    for i, size in enumerate(spec.sizes):
+        warmup = spec.warmup if i == 0 else min(spec.warmup, 1)
+        for j in range(warmup + spec.iterations):
+            phase = "first_call" if j == 0 else ("warmup" if j < warmup else "measure")
+            kind = "first" if j == 0 and warmup > 0 else ("warmup" if j < warmup else "measured")
+            plan.append((len(plan), phase, kind, size))
+    return plan
 
 
 def classify(exc: BaseException, phase: str, measured_done: int, compiled: bool) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""The ``sdtop`` command: the app, ``run``, ``replay`` and ``export``.
+"""The ``sdtop`` command: the app, ``run``, ``replay``, ``export`` and ``compare``.
 
 Start-up matters (``sdtop --help`` should answer in well under half a second on a small
 box), so this module imports only the stdlib at load time; textual, rich and the session
@@ -6,7 +6,8 @@ code are imported by the command that needs them. torch is never imported here, 
 anywhere in this process: the worker process owns it.
 
 Every user error is one line on stderr (``sdtop: error: ...``), exit status 2, no
-traceback, and nothing already recorded is touched.
+traceback, and nothing already recorded is touched. ``compare --fail-below`` exits 1 (not 2)
+when a cell regressed: that is a result, not a user error.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-COMMANDS = ("run", "replay", "export")
+COMMANDS = ("run", "replay", "export", "compare")
 
 
 class UsageError(Exception):
@@ -80,9 +81,41 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when the worker's torch sees it)")
     g.add_argument("--seed", default="0", help="random seed for inputs and latents (default 0)")
     g.add_argument("--prompt", default=None, help="the prompt (default: the seed's)")
+    g.add_argument(
+        "--resolutions",
+        default=None,
+        metavar="HxW,...",
+        help="sizes each cell runs one after another in the same worker, HEIGHTxWIDTH, multiples of 8 "
+        "(e.g. 512x512,768x768): the recompile a new size causes shows live, and the summary has each "
+        "size's it/s (replaces --height/--width)",
+    )
+    g.add_argument(
+        "--on-recompile",
+        default="warn",
+        help="warn (default: report it, go on) or fail: after warmup torch may not recompile, "
+        "the cell ends 'error: recompiled: <reason>'",
+    )
+    g.add_argument(
+        "--trace",
+        default=None,
+        metavar="DIR",
+        help="also write torch's structured compile trace (what tlparse reads) to DIR/cell-<k>/; "
+        "off by default: it slows compilation",
+    )
     o = p.add_argument_group("the session")
     o.add_argument("--out", "-o", default=None, help="session directory (default runs/<date-time>)")
     o.add_argument("--force", action="store_true", help="overwrite an existing session in --out")
+    o.add_argument("--resume", default=None, metavar="DIR", help="run the unfinished cells of session DIR")
+    o.add_argument(
+        "--stall-timeout", default="300", help="seconds without a worker event before a cell is 'stalled' (300)"
+    )
+    o.add_argument("--compile-timeout", default="1800", help="the same limit while torch.compile runs (1800)")
+    o.add_argument(
+        "--inject",
+        default=None,
+        metavar="KIND:PHASE[:N][@CELL]",
+        help="fault injection for testing sdtop itself, e.g. oom:measure:2@3 (see profiler/faults.py)",
+    )
     o.add_argument("--launcher", default=None, help="where workers run: forkserver (default on Linux) or subprocess")
 
 
@@ -115,9 +148,67 @@ def matrix_from_args(args: argparse.Namespace) -> Any:
     }
     if args.prompt is not None:
         kw["prompt"] = args.prompt
+    kw["resolutions"] = settings.parse_resolutions("--resolutions", getattr(args, "resolutions", None))
+    kw["on_recompile"] = settings.parse_choices(
+        "--on-recompile", getattr(args, "on_recompile", "warn") or "warn", settings.ON_RECOMPILE
+    )[0]
+    kw["trace_dir"] = _trace_dir(getattr(args, "trace", None))
     if args.launcher is not None and args.launcher not in ("forkserver", "subprocess"):
         raise settings.BadInput(f"unknown --launcher value {args.launcher!r}; valid: forkserver, subprocess")
     return settings.validate_matrix(settings.MatrixSpec(**kw))
+
+
+def run_limits(args: argparse.Namespace) -> dict[str, float]:
+    """Validate the session options that are not part of the matrix (timeouts, faults);
+    --inject reaches the worker host through its environment."""
+    from pipelines.settings import BadInput
+    from profiler import faults
+
+    limits = {}
+    for name in ("stall_timeout", "compile_timeout"):
+        text = getattr(args, name)
+        option = "--" + name.replace("_", "-")
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise BadInput(f"{option} takes a number of seconds > 0, got {text!r}")
+        limits[name] = value
+    if args.inject:
+        try:
+            faults.parse(args.inject)
+        except faults.FaultSpecError as exc:
+            raise BadInput(str(exc)) from None
+        os.environ[faults.ENV] = args.inject
+    if args.resume and args.out:
+        raise BadInput("--resume DIR continues DIR; drop --out")
+    limits["sample_ms"] = float(sample_ms_from_args(args))
+    return limits
+
+
+def _trace_dir(text: str | None) -> str | None:
+    """--trace DIR as an absolute path (workers do not share our working directory)."""
+    if not text:
+        return None
+    from pipelines.settings import BadInput
+
+    path = Path(text).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"--trace {text!r} is a file; give a directory")
+    return str(path)
+
+
+def trace_hint(trace_dir: str) -> str:
+    """The one line that tells a user how to open what --trace wrote."""
+    folders = sorted(p.name for p in Path(trace_dir).glob("cell-*") if p.is_dir() and any(p.iterdir()))
+    if not folders:
+        return f"sdtop: --trace: no compile happened, nothing was written to {trace_dir}"
+    first = Path(trace_dir) / folders[0]
+    return (
+        f"sdtop: torch compile trace of {len(folders)} cell(s) in {trace_dir}/cell-<k>/; "
+        f"open one with: tlparse {first} --latest -o {first}/tlparse (pip install tlparse)"
+    )
 
 
 def build_parser() -> _Parser:
@@ -125,7 +216,8 @@ def build_parser() -> _Parser:
         prog="sdtop",
         description="top for diffusion pipelines. With no command: the dashboard (setup screen, "
         "or straight to the live screen when matrix options are given).",
-        epilog="commands: sdtop run ... | sdtop replay DIR | sdtop export DIR --format csv|md|json",
+        epilog="commands: sdtop run ... | sdtop replay DIR | sdtop export DIR --format csv|md|json"
+        " | sdtop compare A B [C ...]",
     )
     _add_matrix_options(p)
     return p
@@ -134,7 +226,26 @@ def build_parser() -> _Parser:
 def build_run_parser() -> _Parser:
     p = _Parser(prog="sdtop run", description="Run a matrix headless with a progress display; print the summary.")
     _add_matrix_options(p)
+    _add_telemetry_options(p)
     return p
+
+
+def _add_telemetry_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("telemetry (sampled by this process, not the worker)")
+    g.add_argument(
+        "--sample-ms",
+        default="100",
+        help="NVML and host sampling interval in milliseconds, >= 10 (default 100; every sample "
+        "costs the pipeline CPU time on a small machine)",
+    )
+
+
+def sample_ms_from_args(args: argparse.Namespace) -> int:
+    """--sample-ms as a whole number of milliseconds >= 10 (BadInput, one line, otherwise)."""
+    from pipelines.settings import parse_int
+    from profiler.sampler import MIN_SAMPLE_MS
+
+    return parse_int("--sample-ms", getattr(args, "sample_ms", "100"), minimum=MIN_SAMPLE_MS)
 
 
 def build_replay_parser() -> _Parser:
@@ -154,6 +265,37 @@ def build_export_parser() -> _Parser:
     p.add_argument("dir", help="a session directory (holds events.jsonl)")
     p.add_argument("--format", "-f", choices=("csv", "md", "json"), default="csv")
     p.add_argument("-o", "--output", default=None, help="write to FILE instead of stdout")
+    return p
+
+
+def build_compare_parser() -> _Parser:
+    p = _Parser(
+        prog="sdtop compare",
+        description="Sessions side by side: cells matched by their settings (profiler/compare.py has the rule), "
+        "it/s and the ratio to the first session, memory and compile-time deltas.",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="session directories; the first is the baseline")
+    p.add_argument("--format", "-f", choices=("text", "md", "csv"), default="text")
+    p.add_argument("-o", "--output", default=None, help="write to FILE instead of stdout")
+    p.add_argument(
+        "--fail-below",
+        default=None,
+        metavar="RATIO",
+        help="exit 1 when a matched cell's it/s falls below RATIO x the first session's (e.g. 0.95), "
+        "or an ok cell fails; one line per cell on stderr",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="NAME|CSV",
+        help="published figures beside each cell: 'seed' (the diffusers PyTorch 2.0 tables) or a CSV in its format",
+    )
+    p.add_argument(
+        "--reference-torch",
+        choices=("auto", "2.0", "nightly", "both"),
+        default="auto",
+        help="which published torch column (auto: the closest to the first session's torch)",
+    )
     return p
 
 
@@ -190,23 +332,87 @@ def cmd_export(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_compare(argv: Sequence[str]) -> int:
+    import math
+
+    from pipelines.settings import BadInput
+    from profiler import compare, reference
+
+    args = build_compare_parser().parse_args(argv)
+    threshold: float | None = None
+    if args.fail_below is not None:
+        try:
+            threshold = float(args.fail_below)
+        except ValueError:
+            threshold = -1.0
+        if not (math.isfinite(threshold) and threshold > 0):
+            raise BadInput(f"--fail-below takes a positive number (a ratio such as 0.95), got {args.fail_below!r}")
+    if len(args.dirs) < 2 and args.reference is None:
+        raise BadInput("compare needs two or more session directories, or one with --reference seed")
+    ref_table = None
+    if args.reference is not None:
+        try:
+            ref_table = reference.load(args.reference)
+        except reference.ReferenceError as exc:
+            raise BadInput(str(exc)) from None
+    names = compare.labels(len(args.dirs))
+    sessions = []
+    for label, path in zip(names, args.dirs, strict=True):
+        warnings: list[str] = []
+        sessions.append(compare.load_session(path, label, on_warning=warnings.append))
+        for w in warnings:
+            print(f"sdtop: warning: {path}: {w}", file=sys.stderr)
+    result = compare.compare(sessions)
+    view = compare.reference_view(result, ref_table, args.reference_torch) if ref_table is not None else None
+    render = {"text": compare.to_text, "md": compare.to_markdown, "csv": compare.to_csv}[args.format]
+    text = render(result, view)
+    if args.output:
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if threshold is None:
+        return 0
+    slowed = result.regressions(threshold)
+    for r in slowed:
+        print(f"sdtop: regression: {r.line()}", file=sys.stderr)
+    return 1 if slowed else 0
+
+
 def cmd_run(argv: Sequence[str]) -> int:
-    from profiler.runner import check_out, prepare
+    from profiler.runner import check_out, prepare, resume
     from tui.progress import RunProgress
 
     args = build_run_parser().parse_args(argv)
-    matrix = matrix_from_args(args)
-    check_out(args.out, force=args.force)
+    timeouts = run_limits(args)
+    matrix = None if args.resume else matrix_from_args(args)
+    if matrix is not None:
+        check_out(args.out, force=args.force)
     progress = RunProgress(sys.stderr)
     print("sdtop: starting the worker host (imports torch once)...", file=sys.stderr)
-    runner = prepare(
-        matrix,
-        args.out,
-        force=args.force,
-        argv=["sdtop", "run", *argv],
-        on_event=progress.on_event,
-        launcher=args.launcher,
-    )
+    if args.resume:
+        runner = resume(
+            args.resume,
+            argv=["sdtop", "run", *argv],
+            on_event=progress.on_event,
+            launcher=args.launcher,
+            **timeouts,
+        )
+        print(f"sdtop: resuming: {len(runner.queue)} of {runner.n_cells} cell(s) to run", file=sys.stderr)
+    else:
+        assert matrix is not None
+        runner = prepare(
+            matrix,
+            args.out,
+            force=args.force,
+            argv=["sdtop", "run", *argv],
+            on_event=progress.on_event,
+            launcher=args.launcher,
+            **timeouts,
+        )
     progress.start(runner.n_cells, runner.session.dir)
 
     def _stop(signum: int, frame: object) -> None:
@@ -222,6 +428,8 @@ def cmd_run(argv: Sequence[str]) -> int:
     if md.exists():
         sys.stdout.write(md.read_text())
     print(f"\nsession: {runner.session.dir} ({final})", file=sys.stderr)
+    if matrix is not None and matrix.trace_dir:
+        print(trace_hint(matrix.trace_dir), file=sys.stderr)
     if final != "complete":
         return 130
     # A failing cell is a result (exit 0), but input the user must fix (weights that
@@ -279,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     try:
         if argv and argv[0] in COMMANDS:
-            handler = {"run": cmd_run, "replay": cmd_replay, "export": cmd_export}[argv[0]]
+            handler = {"run": cmd_run, "replay": cmd_replay, "export": cmd_export, "compare": cmd_compare}[argv[0]]
             return handler(argv[1:])
         if argv and not argv[0].startswith("-"):
             raise UsageError(

@@ -18,11 +18,17 @@ from profiler.events import (
     CellStarted,
     Error,
     Event,
+    GpuSample,
+    GraphBreak,
+    HostSample,
     Log,
     PhaseStarted,
+    Recompile,
+    RecompileLimit,
     StageTimed,
     StepTimed,
 )
+from profiler.status import one_line
 
 PHASE_WORDS = {
     "build": "building",
@@ -50,6 +56,9 @@ class RunProgress:
         self.its: float | None = None
         self.live: Any = None
         self.bad_input = ""  # the first error the user must fix (e.g. weights that cannot be had)
+        self.gpu_na_said: set[str] = set()  # each "GPU figures n/a" reason is printed once
+        self.gpu_mib: float | None = None  # the worker's GPU memory (NVML), else
+        self.rss_mib: float | None = None  # its resident memory (psutil)
 
     def start(self, n_cells: int, session_dir: Path) -> None:
         self.n_cells = n_cells
@@ -75,6 +84,10 @@ class RunProgress:
         label = self.cell.label() if self.cell else ""
         t.add_row(f"cell {self.cell_index + 1}/{self.n_cells}", label)
         its = f"{self.its:.2f} it/s" if self.its is not None else "-"
+        if self.gpu_mib is not None:
+            its += f" · GPU {self.gpu_mib:.0f} MiB"
+        elif self.rss_mib is not None:
+            its += f" · RSS {self.rss_mib:.0f} MiB"
         t.add_row(
             self.phase,
             f"call {self.call}/{self.calls} · step {self.step}/{self.steps} · {its} · {self.done} done",
@@ -86,7 +99,7 @@ class RunProgress:
             self._update(ev)
             if self.live is not None and isinstance(ev, CellStarted | PhaseStarted | CellFinished):
                 self.live.update(self._render())
-            elif self.live is not None and isinstance(ev, StepTimed):
+            elif self.live is not None and isinstance(ev, StepTimed | HostSample | GpuSample):
                 self.live.update(self._render(), refresh=False)
 
     def _update(self, ev: Event) -> None:
@@ -98,6 +111,9 @@ class RunProgress:
             self.steps = self.cell.steps
             self.call = self.step = 0
             self.its = None
+            self.gpu_mib = self.rss_mib = None
+            if self.live is None:  # a log, not a screen: say what is starting
+                self._print(f"[{ev.cell + 1}/{self.n_cells}] started: {self.cell.label()}")
         elif isinstance(ev, PhaseStarted):
             self.phase = PHASE_WORDS.get(ev.phase, ev.phase)
         elif isinstance(ev, StepTimed):
@@ -119,6 +135,24 @@ class RunProgress:
             self.bad_input = msg.split(": ", 1)[-1] if msg.startswith("WeightsUnavailable") else msg
         elif isinstance(ev, Log) and ev.level in ("warning", "error"):
             self._print(f"sdtop: {ev.level}: {ev.message}")
+        elif isinstance(ev, Recompile | RecompileLimit | GraphBreak):
+            self._print(f"[{ev.cell + 1}/{self.n_cells}] {compile_line(ev)}")
+        elif isinstance(ev, HostSample):
+            self.rss_mib = ev.rss_mib if ev.rss_mib is not None else self.rss_mib
+        elif isinstance(ev, GpuSample):
+            self._gpu_sample(ev)
+
+    def _gpu_sample(self, ev: GpuSample) -> None:
+        """Keep the worker's GPU memory for the live line; say once per reason why GPU
+        figures are n/a (the sampler records the reason in the session too)."""
+        if ev.status == "ok":
+            used = ev.process_used_mib if ev.process_used_mib is not None else ev.device_used_mib
+            self.gpu_mib = used if used is not None else self.gpu_mib
+            return
+        reason = ev.status.removeprefix("n/a:").strip() or ev.status
+        if reason not in self.gpu_na_said:
+            self.gpu_na_said.add(reason)
+            self._print(f"sdtop: GPU figures n/a: {reason}; host figures (worker RSS, CPU %, memory) recorded")
 
     def _print(self, msg: str) -> None:
         if self.live is not None:
@@ -126,3 +160,15 @@ class RunProgress:
         else:
             self.stream.write(msg + "\n")
             self.stream.flush()
+
+
+def compile_line(ev: Recompile | RecompileLimit | GraphBreak) -> str:
+    """One line for a torch.compile event worth a user's attention, with torch's reason."""
+    module = f" {ev.module}" if ev.module else ""
+    if isinstance(ev, Recompile):
+        cid = f" {ev.compile_id}" if ev.compile_id else ""
+        return f"recompile{module}{cid} (function {ev.function}): {one_line(ev.reason, 300)}"
+    if isinstance(ev, RecompileLimit):
+        return f"recompile limit {ev.limit} hit{module} for {ev.function}: {one_line(ev.reason, 300)}"
+    where = f" at {ev.location}" if ev.location and ev.location != "n/a" else ""
+    return f"graph break{module}{where}: {one_line(ev.reason, 300)}"
