@@ -176,6 +176,22 @@ def reset_peaks(device: str) -> None:
         pass
 
 
+#: Cap the worker's CUDA memory to this fraction of the card: a real OOM on a big GPU
+#: (the GPU check uses it), or a smaller card simulated on a big one.
+MEMORY_FRACTION_ENV = "SDTOP_CUDA_MEMORY_FRACTION"
+
+
+def limit_cuda_memory(device: str) -> None:
+    text = os.environ.get(MEMORY_FRACTION_ENV, "")
+    if not text or not device.startswith("cuda"):
+        return
+    import torch
+
+    fraction = float(text)
+    if 0.0 < fraction <= 1.0:
+        torch.cuda.set_per_process_memory_fraction(fraction, torch.device(device).index or 0)
+
+
 def _pci_bus_id(props: Any) -> str:
     try:
         return f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
@@ -257,6 +273,7 @@ class CellRun:
 
         spec = self.spec
         self.emit(Environment(cell=self.index, data=device_facts(spec.device)))
+        limit_cuda_memory(spec.device)
         with _Phase(self, "build"):
             built = build(spec)
         with _Phase(self, "apply"):

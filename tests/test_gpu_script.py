@@ -6,6 +6,7 @@ validation, so a renamed option or value is caught on CPU, not on a scarce GPU l
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -22,6 +23,7 @@ def _run_commands() -> list[list[str]]:
     commands = []
     for line in text.splitlines():
         line = line.strip()
+        line = re.sub(r"^([A-Z_]+=\S+ )+", "", line)
         if line.startswith("$SDTOP run "):
             words = shlex.split(line.split("2>&1", 1)[0])
             commands.append([w.replace('"', "") for w in words[2:]])

@@ -46,6 +46,10 @@ step "5. bf16 and batch 4 (the seed's second table), with the fork server reused
 $SDTOP run --pipeline sd-txt2img --weights random --steps 20 --iterations 2 --dtype bf16,fp16 --batch 4 \
   --out "$S/batch4" 2>&1 | tee -a "$LOG"
 
+step "6. a real OOM: the worker capped at 6% of the card, SD 1.5 at batch 1 and 16 (expect OOM statuses in the seed's words)"
+SDTOP_CUDA_MEMORY_FRACTION=0.06 $SDTOP run --pipeline sd-txt2img --weights random --steps 10 --iterations 2 --dtype fp16 \
+  --batch 1,16 --out "$S/oom" 2>&1 | tee -a "$LOG"
+
 step "results"
 {
   echo "# sdtop GPU check, $(date -u +%FT%TZ), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
