@@ -23,6 +23,10 @@ COMPILE_BACKENDS = ("inductor", "eager", "aot_eager")
 DTYPES = ("fp16", "bf16", "fp32")
 DEVICES = ("cuda", "cpu")
 WEIGHTS = registry.WEIGHT_SOURCES
+ON_RECOMPILE = ("warn", "fail")
+
+#: One size of ``--resolutions``: (height, width), in pixels.
+Size = tuple[int, int]
 
 DEFAULT_PROMPT = "ghibli style, a fantasy landscape with castles"
 
@@ -56,26 +60,53 @@ class CellSpec:
     device: str = "cpu"
     seed: int = 0
     prompt: str = DEFAULT_PROMPT
+    # Sizes run one after another in this cell's worker, as a user changing sizes would
+    # (``--resolutions``); empty = just (height, width), which is then the first size.
+    resolutions: tuple[Size, ...] = ()
+    # What a recompile after warmup does: "warn" (an event, the cell goes on) or "fail"
+    # (torch's fail_on_recompile stance: the cell ends "error: recompiled: <reason>").
+    on_recompile: str = "warn"
+    # Where torch's structured trace (what tlparse reads) goes; None = not written.
+    trace_dir: str | None = None
+    # torch's CPU threads in the worker; 0 = auto (see resolve_threads).
+    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-shaped (sizes as lists), so the dict a session records reads back equal."""
+        d = dataclasses.asdict(self)
+        d["resolutions"] = [list(size) for size in self.resolutions]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CellSpec:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kw = {k: v for k, v in d.items() if k in known}
+        if "resolutions" in kw:  # JSON turned the tuples into lists
+            kw["resolutions"] = _sizes(kw["resolutions"])
+        return cls(**kw)
 
     @property
     def compiled(self) -> bool:
         return self.compile_mode != "none"
+
+    @property
+    def sizes(self) -> tuple[Size, ...]:
+        """Every (height, width) this cell runs at, in order (at least one)."""
+        return self.resolutions or ((self.height, self.width),)
 
     def label(self) -> str:
         """A short one-line description for progress displays."""
         parts = [self.pipeline, self.weights, self.attention, f"compile={self.compile_mode}"]
         if self.compiled:
             parts.append(f"{self.compile_backend}{'+fullgraph' if self.fullgraph else ''}")
-        parts += [self.dtype, f"b{self.batch_size}", f"{self.height}x{self.width}", f"{self.steps} steps"]
+        size = "→".join(f"{h}x{w}" for h, w in self.sizes)
+        parts += [self.dtype, f"b{self.batch_size}", size, f"{self.steps} steps"]
         return " · ".join(parts)
+
+
+def _sizes(value: Any) -> tuple[Size, ...]:
+    """Sizes read back from JSON (lists) as the tuples the dataclasses hold."""
+    return tuple((int(h), int(w)) for h, w in value) if value else ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +138,11 @@ class MatrixSpec:
     seed: int = 0
     prompt: str = DEFAULT_PROMPT
     extra: dict[str, Any] = field(default_factory=dict)
+    # Per cell, not axes: every cell runs all these sizes in turn (see CellSpec).
+    resolutions: tuple[Size, ...] = ()
+    on_recompile: str = "warn"
+    trace_dir: str | None = None
+    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,6 +155,8 @@ class MatrixSpec:
             if k not in known:
                 continue
             kw[k] = tuple(v) if isinstance(v, list) else v
+        if "resolutions" in kw:
+            kw["resolutions"] = _sizes(kw["resolutions"])
         return cls(**kw)
 
     def n_cells(self) -> int:
@@ -190,6 +228,29 @@ def parse_size(option: str, value: str | int | None) -> int | None:
     return size
 
 
+RESOLUTIONS_FORM = "HEIGHTxWIDTH sizes in pixels, multiples of 8, e.g. 512x512,768x768"
+
+
+def parse_resolutions(option: str, text: str | Sequence[Any] | None) -> tuple[Size, ...]:
+    """``"512x512,768x640"`` (height x width, as diffusers' ``height=``/``width=`` and the
+    summary's size column) -> ((512, 512), (768, 640)). Duplicates are dropped; order kept:
+    it is the order the sizes run in."""
+    if text is None or text == "" or (not isinstance(text, str) and not text):
+        return ()
+    items: list[Any] = split_list(text) if isinstance(text, str) else list(text)
+    out: list[Size] = []
+    for item in items:
+        parts = item.lower().split("x") if isinstance(item, str) else [str(p) for p in item]
+        try:
+            height, width = (int(p) for p in parts)
+        except ValueError:
+            raise BadInput(f"{option} takes {RESOLUTIONS_FORM}; got {str(item)!r}") from None
+        if height < 8 or width < 8 or height % 8 or width % 8:
+            raise BadInput(f"{option} takes {RESOLUTIONS_FORM}; got {height}x{width}")
+        out.append((height, width))
+    return tuple(dict.fromkeys(out))
+
+
 def validate_model(model: str | None) -> str | None:
     """A --model is an existing local directory or a well-formed hub repo id.
 
@@ -236,10 +297,30 @@ def validate_matrix(m: MatrixSpec) -> MatrixSpec:
     parse_int("--warmup", m.warmup, minimum=0)
     parse_size("--height", m.height)
     parse_size("--width", m.width)
+    parse_resolutions("--resolutions", m.resolutions)
+    if m.resolutions and (m.height is not None or m.width is not None):
+        raise BadInput("--resolutions gives every size a cell runs; drop --height/--width")
+    parse_choices("--on-recompile", [m.on_recompile], ON_RECOMPILE)
     validate_model(m.model)
     if m.model and m.weights and "hub" not in m.weights:
         raise BadInput("--model applies to --weights hub only; add hub to --weights or drop --model")
     return m
+
+
+def resolve_threads(requested: int, device: str, cpu_count: int | None) -> int | None:
+    """torch's CPU thread count for a cell; None = leave torch's default.
+
+    On a CPU cell, auto leaves one core to the parent (sdtop's reader, sampler and UI):
+    with every core busy in an OpenMP region, the parent's few cycles preempt a thread
+    that the others then spin-wait for, and a step can take ten times as long (measured
+    on a 2-core box under load: a tiny IF stage II call 0.7 s with 1 thread, 5-7 s with 2).
+    On CUDA the host threads matter little and torch's default stays.
+    """
+    if requested > 0:
+        return requested
+    if device != "cpu":
+        return None
+    return max(1, (cpu_count or 1) - 1)
 
 
 def resolve_device(requested: str | None, cuda_available: bool) -> str:
@@ -270,6 +351,8 @@ def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
         pipes, weights_axis, m.batch_sizes, m.steps, tuple(dtypes), m.attention, modes
     ):
         nh, nw = registry.get(pipe).native_size[weights]
+        if m.resolutions:  # the first size is the cell's height/width; a single one is just that
+            nh, nw = m.resolutions[0]
         cells.append(
             CellSpec(
                 pipeline=pipe,
@@ -290,6 +373,10 @@ def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
                 device=device,
                 seed=m.seed,
                 prompt=m.prompt,
+                threads=m.threads,
+                resolutions=m.resolutions if len(m.resolutions) > 1 else (),
+                on_recompile=m.on_recompile,
+                trace_dir=m.trace_dir,
             )
         )
     return cells

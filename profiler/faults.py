@@ -16,14 +16,12 @@ Grammar (comma list): ``KIND:PHASE[:N][@CELL]``
 - CELL: the 1-based cell number as ``sdtop run`` prints it (default: every cell).
 
 The parent passes the spec to the worker host in the ``SDTOP_INJECT`` environment variable;
-stdlib only here, so the CLI can validate it without torch.
+stdlib only here, so the CLI can validate it without torch. The worker fires them
+(:class:`profiler.worker.Injector`).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from dataclasses import dataclass
 
 ENV = "SDTOP_INJECT"
@@ -83,44 +81,3 @@ def _positive(item: str, text: str, what: str) -> int:
     if value < 1:
         raise FaultSpecError(f"--inject {item!r}: {what} must be a whole number >= 1, got {text!r}")
     return value
-
-
-class Injector:
-    """The worker's side: ``check(phase, nth)`` at each phase start and before each call."""
-
-    def __init__(self, cell_index: int, faults: list[Fault]) -> None:
-        self.cell_index = cell_index
-        self.faults = faults
-
-    @classmethod
-    def from_env(cls, cell_index: int) -> Injector:
-        try:
-            faults = parse(os.environ.get(ENV))
-        except FaultSpecError:
-            faults = []  # validated by the CLI; a hand-set bad variable injects nothing
-        return cls(cell_index, faults)
-
-    def check(self, phase: str, nth: int = 1) -> None:
-        for fault in self.faults:
-            if fault.matches(self.cell_index, phase, nth):
-                fire(fault)
-
-
-def fire(fault: Fault) -> None:
-    where = f"{fault.phase}" + (f" call {fault.nth}" if fault.phase in CALL_PHASES else "")
-    message = f"injected by --inject {fault.kind}:{fault.phase} at {where}"
-    if fault.kind == "oom":
-        import torch
-
-        raise torch.OutOfMemoryError(f"CUDA out of memory ({message})")
-    if fault.kind == "error":
-        raise RuntimeError(message)
-    if fault.kind == "crash":
-        os.kill(os.getpid(), signal.SIGSEGV)
-    elif fault.kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif fault.kind == "exit":
-        os._exit(3)
-    elif fault.kind == "hang":
-        while True:
-            time.sleep(3600)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import socket
 import sys
 import time
@@ -22,8 +23,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from profiler import __version__, status
-from profiler.faults import Injector
+from pipelines.settings import resolve_threads
+from profiler import __version__, faults, status
 from profiler.events import (
     CallFinished,
     CellFinished,
@@ -40,6 +41,48 @@ from profiler.events import (
 )
 
 Emit = Callable[[Event], None]
+
+
+class Injector:
+    """Fires ``--inject`` faults (:mod:`profiler.faults`): ``check(phase, nth)`` runs at each
+    phase start and before each call, and fails the worker the way a real failure would."""
+
+    def __init__(self, cell_index: int, specs: list[faults.Fault]) -> None:
+        self.cell_index = cell_index
+        self.specs = specs
+
+    @classmethod
+    def from_env(cls, cell_index: int) -> Injector:
+        try:
+            specs = faults.parse(os.environ.get(faults.ENV))
+        except faults.FaultSpecError:
+            specs = []  # validated by the CLI; a hand-set bad variable injects nothing
+        return cls(cell_index, specs)
+
+    def check(self, phase: str, nth: int = 1) -> None:
+        for fault in self.specs:
+            if fault.matches(self.cell_index, phase, nth):
+                self.fire(fault)
+
+    @staticmethod
+    def fire(fault: faults.Fault) -> None:
+        where = fault.phase + (f" call {fault.nth}" if fault.phase in faults.CALL_PHASES else "")
+        message = f"injected by --inject {fault.kind}:{fault.phase} at {where}"
+        if fault.kind == "oom":
+            import torch
+
+            raise torch.OutOfMemoryError(f"CUDA out of memory ({message})")
+        if fault.kind == "error":
+            raise RuntimeError(message)
+        if fault.kind == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif fault.kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif fault.kind == "exit":
+            os._exit(3)
+        elif fault.kind == "hang":
+            while True:
+                time.sleep(3600)
 
 
 def quiet_libraries() -> None:
@@ -274,6 +317,10 @@ class CellRun:
         spec = self.spec
         self.emit(Environment(cell=self.index, data=device_facts(spec.device)))
         limit_cuda_memory(spec.device)
+        threads = resolve_threads(spec.threads, spec.device, os.cpu_count())
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.emit(Environment(cell=self.index, data={"torch_threads": torch.get_num_threads()}))
         with _Phase(self, "build"):
             built = build(spec)
         with _Phase(self, "apply"):

@@ -82,6 +82,9 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", default="0", help="random seed for inputs and latents (default 0)")
     g.add_argument("--prompt", default=None, help="the prompt (default: the seed's)")
     g.add_argument(
+        "--threads", default="0", help="torch CPU threads in the worker (0 = auto: all cores but one on CPU)"
+    )
+    g.add_argument(
         "--resolutions",
         default=None,
         metavar="HxW,...",
@@ -145,6 +148,7 @@ def matrix_from_args(args: argparse.Namespace) -> Any:
         "warmup": settings.parse_int("--warmup", args.warmup, minimum=0),
         "device": settings.parse_choices("--device", args.device, settings.DEVICES)[0] if args.device else None,
         "seed": settings.parse_int("--seed", args.seed, minimum=0),
+        "threads": settings.parse_int("--threads", args.threads, minimum=0),
     }
     if args.prompt is not None:
         kw["prompt"] = args.prompt
@@ -271,8 +275,10 @@ def build_export_parser() -> _Parser:
 def build_compare_parser() -> _Parser:
     p = _Parser(
         prog="sdtop compare",
-        description="Sessions side by side: cells matched by their settings (profiler/compare.py has the rule), "
-        "it/s and the ratio to the first session, memory and compile-time deltas.",
+        description="Sessions side by side, one table per pipeline: each session's it/s, the ratio to the first "
+        "session, memory and compile-time deltas. Cells are matched on stage and settings; a setting constant "
+        "within each session but different between them (all sdpa vs all classic) is matched across and named "
+        "above the table, one that varies within a session is part of the match.",
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="session directories; the first is the baseline")
     p.add_argument("--format", "-f", choices=("text", "md", "csv"), default="text")
