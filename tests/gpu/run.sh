@@ -50,6 +50,33 @@ step "6. a real OOM: the worker capped at 6% of the card, SD 1.5 at batch 1 and 
 SDTOP_CUDA_MEMORY_FRACTION=0.06 $SDTOP run --pipeline sd-txt2img --weights random --steps 10 --iterations 2 --dtype fp16 \
   --batch 1,16 --out "$S/oom" 2>&1 | tee -a "$LOG"
 
+step "6. telemetry: NVML beside torch's allocator, the GPU matched by PCI bus id with CUDA_VISIBLE_DEVICES set"
+# The worker sees the card by UUID, so CUDA's and NVML's names for it differ in kind; the
+# sampler must still read the worker's GPU. The context is measured apart, before.
+CTX=$(python3 tests/gpu/check_telemetry.py --measure-context 2>>"$LOG" | tail -1)
+echo "CUDA context: ${CTX:-?} MiB" | tee -a "$LOG"
+GPU_UUID=$(nvidia-smi --query-gpu=uuid --format=csv,noheader | head -1)
+export CUDA_VISIBLE_DEVICES="$GPU_UUID" CUDA_DEVICE_ORDER=PCI_BUS_ID
+$SDTOP run --pipeline sd-txt2img --weights random --steps 25 --iterations 2 --dtype fp16 --sample-ms 50 \
+  --out "$S/telemetry" 2>&1 | tee -a "$LOG"
+unset CUDA_VISIBLE_DEVICES CUDA_DEVICE_ORDER
+python3 tests/gpu/check_telemetry.py "$S/telemetry" ${CTX:+--context-mib "$CTX"} --expect-visible "$GPU_UUID" \
+  2>&1 | tee "$OUT/telemetry-check.txt" | tee -a "$LOG"
+
+step "7. torch.compile on a real card: SD 1.5 random weights, reduce-overhead, fullgraph, 512x512 then 768x768"
+# Expect: a compile (unet 0/0), then a Recompile with torch's guard failure ("size mismatch")
+# and its compile at 768x768, CUDA-graph recordings logged, skips (if any) with their reason.
+$SDTOP run --pipeline sd-txt2img --weights random --dtype fp16 --compile reduce-overhead --fullgraph \
+  --resolutions 512x512,768x768 --steps 10 --iterations 2 --out "$S/recompile" 2>&1 | tee -a "$LOG"
+grep -E '"kind":"(compile_started|compile_finished|recompile|graph_break|recompile_limit|cudagraph_skip)"|cudagraph' \
+  "$S/recompile/events.jsonl" > "$OUT/compile-events.jsonl" 2>>"$LOG"
+echo "compile events: $(wc -l < "$OUT/compile-events.jsonl")" | tee -a "$LOG"
+
+step "8. overhead: the seed's bare loop vs sdtop run, SD 1.5 random 512x512 fp16 50 steps, A B A B (tests/perf)"
+# Budget: 2 rounds x (bare + sdtop) x (start + build + 4 calls), about a minute on an H100.
+python3 tests/perf/bench_overhead.py --device cuda --rounds 2 2>&1 | tee "$OUT/perf.txt" | tee -a "$LOG"
+python3 tests/perf/bench_cell_start.py --from "$S/sd15" 2>&1 | tee -a "$OUT/perf.txt" | tee -a "$LOG"
+
 step "results"
 {
   echo "# sdtop GPU check, $(date -u +%FT%TZ), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
@@ -58,6 +85,12 @@ step "results"
     echo "## $(basename "$d")"
     if [ -f "$d/summary.md" ]; then sed -n '3,$p' "$d/summary.md"; else echo "(no summary: see log.txt)"; fi
   done
+  echo
+  echo "## overhead and cell start (tests/perf/bench_overhead.py, bench_cell_start.py)"
+  grep -E '^(FIGURE|# round)' "$OUT/perf.txt" 2>/dev/null || echo "(no benchmark output: see log.txt)"
+  echo
+  echo "## telemetry checks (tests/gpu/check_telemetry.py)"
+  grep -E '^(PASS|FAIL) ' "$OUT/telemetry-check.txt" 2>/dev/null || echo "(no check output: see log.txt)"
   echo
   echo "total: $(( $(date +%s) - T0 )) s"
 } > "$OUT/results.md"
