@@ -29,7 +29,7 @@ import os
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -517,6 +517,23 @@ def build(spec: CellSpec) -> BuiltPipeline:
         for attr, module in _models(pipe):
             parameters[_key(info, stage.name, attr)] = _count(module)
     return BuiltPipeline(spec=spec, stages=runs, parameters=parameters)
+
+
+def set_size(built: BuiltPipeline, height: int, width: int) -> None:
+    """Make every stage's call run at ``height`` x ``width`` (the cell-level size; later
+    IF stages scale it as usual), in place.
+
+    ``--resolutions`` runs one cell at several sizes in the same worker, on the same
+    (compiled) modules, as a user changing sizes would: only the call's inputs change, so
+    the input images are made again at the new size, and nothing is rebuilt or recompiled
+    here; torch decides at the next call whether its guards still hold.
+    """
+    spec = replace(built.spec, height=height, width=width)
+    stages = registry.stages_for(spec.pipeline, spec.batch_size)
+    device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
+    for info, run in zip(stages, built.stages, strict=True):
+        run.kwargs, run.chain = _stage_inputs(spec, info, run.pipe, device, dtype)
+        run.height, run.width = height * info.scale, width * info.scale
 
 
 def parameter_counts(pipeline: str, weights: str = "random") -> dict[str, int]:

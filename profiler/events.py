@@ -119,9 +119,15 @@ class WorkerStarted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class PhaseStarted(Event):
+    """``height``/``width``: the image size the phase's calls run at (0 = the cell's own
+    height/width). A cell run at several sizes (``--resolutions``) starts a new call phase
+    at each size, so every call, and every compile event inside it, belongs to one size."""
+
     KIND: ClassVar[str] = "phase_started"
     phase: str = ""
     stage: str = ""
+    height: int = 0
+    width: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,6 +200,8 @@ class CallFinished(Event):
     denoise_s: float = 0.0
     decode_s: float = 0.0
     other_s: float = 0.0
+    height: int = 0  # the cell-level size of this call (0: the cell's height/width)
+    width: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,18 +286,32 @@ class TorchMemory(Event):
 
 
 # --- torch.compile -------------------------------------------------------------------------
+# Emitted by profiler.compile_watch. ``module`` is the compiled module being called when
+# torch compiled ("unet", "controlnet", "I.unet": profiler.apply.module_key), "" when none
+# was; ``call`` is the cell's call index at the time (-1: outside any call). Text fields
+# torch did not provide in the running version read "n/a", numbers None.
 
 
 @dataclass(frozen=True, kw_only=True)
 class CompileStarted(Event):
+    """``trigger``: "dynamo" (a frame is traced and compiled) or "lazy_backward"; "" in
+    sessions recorded before the field existed (they were all dynamo compiles)."""
+
     KIND: ClassVar[str] = "compile_started"
     module: str = ""
     compile_id: str = ""
     backend: str = ""
+    call: int = -1
+    trigger: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class CompileFinished(Event):
+    """``duration_s``: torch's own measure of the whole frame compile when it reports one,
+    else the wall time between its start and end callbacks. ``inductor_s``: the part spent
+    in inductor (None for other backends or where torch does not say). ``graph_breaks``:
+    the breaks logged while this compile ran. ``function``: the compiled code's name."""
+
     KIND: ClassVar[str] = "compile_finished"
     module: str = ""
     compile_id: str = ""
@@ -298,16 +320,23 @@ class CompileFinished(Event):
     inductor_s: float | None = None
     graph_breaks: int | None = None
     fail_reason: str = ""
+    call: int = -1
+    trigger: str = ""
+    function: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Recompile(Event):
-    """torch recompiled a frame; ``reason`` is the guard-failure text as torch gives it."""
+    """torch recompiled a frame; ``reason`` is the guard-failure text as torch gives it.
+    ``compile_id`` is the id of the compile this recompile starts ("" when none started:
+    the fail_on_recompile stance refused it)."""
 
     KIND: ClassVar[str] = "recompile"
     function: str = ""
     reason: str = ""
     compile_id: str = ""
+    module: str = ""
+    call: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -316,6 +345,9 @@ class GraphBreak(Event):
     reason: str = ""
     location: str = ""
     count: int = 1
+    module: str = ""
+    compile_id: str = ""
+    call: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,13 +358,21 @@ class RecompileLimit(Event):
     function: str = ""
     limit: int = 0
     reason: str = ""
+    module: str = ""
+    call: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)
 class CudagraphSkip(Event):
+    """inductor did not use CUDA graphs (reduce-overhead); ``reason`` is torch's message,
+    or "n/a" with ``count`` where torch only bumped its counter."""
+
     KIND: ClassVar[str] = "cudagraph_skip"
     reason: str = ""
     count: int = 1
+    module: str = ""
+    compile_id: str = ""
+    call: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)

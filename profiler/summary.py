@@ -11,11 +11,21 @@ timed anything still has its row(s), with its status and empty figures; a cell t
 started has no row. When a cell was run more than once (a resumed session re-runs it),
 only its last attempt counts.
 
+A cell run at several sizes (``--resolutions``) has one row per (cell, stage, size), sizes
+in the order they ran, stages in registry order within each; ``height``/``width`` are then
+the row's size, and every call-based figure (it/s, percentiles, medians, first call,
+compile columns) comes from the calls that ran at that size: each size has its own first
+call. A call's size is the one its call phase started at (``PhaseStarted.height``/``width``,
+confirmed by ``CallFinished``). Every size asked for has a row, even one a failed cell
+never reached. Cell-wide columns (startup, build, device, memory) repeat on every row.
+
 Definitions of the figures
 --------------------------
 Only calls with ``call_kind == "measured"`` feed the figures below: the first call (which
 includes any torch.compile compilation) and the warmup calls are excluded, except where a
-column says otherwise.
+column says otherwise. A measured call during which torch compiled (a ``CompileStarted``
+with that call index: a recompile after warmup) is excluded as well, so steady-state
+figures never include compilation; ``measured_calls`` counts the calls that remain.
 
 ``it_per_s``
     Denoising iterations per second. For each measured call of the row's stage,
@@ -54,6 +64,63 @@ column says otherwise.
     How many measured calls fed the row's ``it_per_s`` (a cell that ran out of memory on its
     3rd call has figures from 2).
 
+torch.compile columns, from the compile events (:mod:`profiler.compile_watch`) of the
+row's calls, attributed to stages by module ("I.unet" -> ``I``; "unet", "controlnet" ->
+``main``). Empty for an uncompiled cell, and for a compiled one whose worker could not
+observe compiles (its log says "compile telemetry n/a"): unknown is not zero.
+
+``compile_s``
+    Sum of ``CompileFinished.duration_s``: total compilation time (torch's own measure of
+    each frame compile, recompiles included; CUDA-graph recording is not compilation).
+``compiles``
+    How many compiles started (``CompileStarted``; a compile that failed counts too).
+``recompiles``
+    ``Recompile`` events: guard failures that made torch compile a frame again (a new
+    size, a new batch size), including one the ``fail_on_recompile`` stance refused.
+``graph_breaks``
+    Sum of ``GraphBreak.count``.
+``cudagraph_skips``
+    Sum of ``CudagraphSkip.count``: graphs reduce-overhead did not capture as CUDA graphs.
+``first_call_run_s``
+    ``first_call_s`` minus the ``duration_s`` of the compiles that happened during that
+    call: the first call split into running and compiling (``first_call_s`` -
+    ``first_call_run_s`` is its compilation). An uncompiled cell's first call is all running.
+``eager_fallback``
+    Set when torch hit its recompile limit (``RecompileLimit``) and runs that frame eagerly
+    from then on ("recompile limit 8 hit for 'wrapper' (...)"): the row's later figures are
+    not compiled ones. Markdown appends "(eager fallback)" to the cell's figures.
+
+Memory, power and host columns (repeated on every stage row of a cell; empty where
+nothing was recorded, e.g. the GPU ones on a machine without NVML, the allocator ones on
+CPU). "The whole cell" is every event of the cell's last attempt, build and compilation
+included, because the peak is what decides an OOM. "The measured calls" are the time
+spans ``[CallFinished.ts - wall_s, CallFinished.ts]`` of the measured calls. The
+allocator figures come from the worker's ``TorchMemory`` events, the others from the
+parent's samples (``GpuSample`` with status ``ok``, ``HostSample``):
+
+``peak_alloc_mib`` / ``peak_reserved_mib``
+    The largest ``max_allocated_mib`` (or ``allocated_mib``) / ``max_reserved_mib`` (or
+    ``reserved_mib``) of the whole cell: torch's caching allocator, what the tensors needed
+    and what the allocator held from the driver.
+``nvml_peak_process_mib``
+    The largest ``GpuSample.process_used_mib``: the GPU memory NVML charges to the worker
+    process (the allocator's reserved memory plus the CUDA context and kernels), whole cell.
+``nvml_peak_device_mib``
+    The largest ``GpuSample.device_used_mib``: the whole GPU, other processes included.
+``gpu_util_mean_pct`` / ``power_mean_w``
+    Mean ``util_pct`` / ``power_w`` of the samples taken during the measured calls (the
+    sampler's interval is fixed, so this is a time average).
+``energy_j_per_image``
+    The GPU's energy over the measured calls divided by the images they made (measured
+    calls × batch size). The energy of a call is the rise of NVML's total-energy counter
+    (``energy_mj``) between the call's start and end, each read by linear interpolation
+    between the samples around it; where the counter is not supported, the trapezoidal
+    integral of ``power_w`` over the call, interpolated the same way. Empty unless samples
+    bracket every measured call.
+``host_peak_rss_mib``
+    The largest ``HostSample.rss_mib`` of the whole cell: the worker's resident memory
+    (the process alone; compile sub-processes are not counted).
+
 Settings columns (``weights`` ... ``iterations``) are what the cell asked for
 (``CellStarted.settings``), so ``height``/``width`` are the cell's, not a later stage's
 upscaled size.
@@ -74,9 +141,11 @@ read "0.00").
 
 from __future__ import annotations
 
+import bisect
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import math
 import statistics
@@ -90,13 +159,23 @@ from profiler.events import (
     CallFinished,
     CellFinished,
     CellStarted,
+    CompileFinished,
+    CompileStarted,
+    CudagraphSkip,
     Environment,
     Error,
     Event,
+    GpuSample,
+    GraphBreak,
+    HostSample,
     PhaseEnded,
+    PhaseStarted,
+    Recompile,
+    RecompileLimit,
     SessionFinished,
     StageTimed,
     StepTimed,
+    TorchMemory,
     WorkerExited,
     WorkerStarted,
 )
@@ -107,6 +186,11 @@ INTERRUPTED = "interrupted"
 NOT_RUN = "-"
 #: What a Markdown table shows for an ok cell that produced no figure (no measured call).
 NO_FIGURE = "n/a"
+#: Compile-callback triggers that are not compilations (profiler.compile_watch logs them).
+_NOT_COMPILES = ("cudagraph_recording", "triton_autotuning")
+
+Size = tuple[int, int]
+
 #: The line under every Markdown table, so nobody mistakes the unit (the seed's T4 table
 #: switched to seconds per iteration; sdtop never does).
 UNIT_LINE = "it/s = denoising steps per second, median of measured calls"
@@ -145,10 +229,25 @@ class Row:
     decode_s_median: float | None = None
     startup_s: float | None = None
     build_s: float | None = None
+    compile_s: float | None = None
+    compiles: int | None = None
+    recompiles: int | None = None
+    graph_breaks: int | None = None
+    cudagraph_skips: int | None = None
+    first_call_run_s: float | None = None
+    eager_fallback: str | None = None
     device: str | None = None
     device_name: str | None = None
     torch_version: str | None = None
     diffusers_version: str | None = None
+    peak_alloc_mib: float | None = None
+    peak_reserved_mib: float | None = None
+    nvml_peak_process_mib: float | None = None
+    nvml_peak_device_mib: float | None = None
+    gpu_util_mean_pct: float | None = None
+    power_mean_w: float | None = None
+    energy_j_per_image: float | None = None
+    host_peak_rss_mib: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -286,7 +385,8 @@ def session_environment(events: Iterable[Event]) -> dict[str, Any]:
 
 def rows(events: Iterable[Event]) -> list[Row]:
     """One :class:`Row` per (cell, stage) of every started cell, cells in index order,
-    stages in registry order; a cell run twice counts its last attempt.
+    stages in registry order (per size, sizes in run order, for a cell run at several
+    sizes); a cell run twice counts its last attempt.
 
     Figures (the module docstring has the long form), from measured calls only:
 
@@ -328,9 +428,6 @@ def _cell_rows(cell: int, evs: list[Event], status: str, session_env: Mapping[st
         if isinstance(ev, Environment) and isinstance(ev.data, dict):
             env.update(ev.data)
 
-    measured = [e for e in evs if isinstance(e, CallFinished) and e.call_kind == "measured"]
-    first = next((e for e in evs if isinstance(e, CallFinished) and e.call_kind == "first"), None)
-    first_wall = _finite([first.wall_s]) if first is not None else []
     builds = _finite(e.duration_s for e in evs if isinstance(e, PhaseEnded) and e.phase == "build" and e.ok)
 
     common: dict[str, Any] = {
@@ -350,11 +447,6 @@ def _cell_rows(cell: int, evs: list[Event], status: str, session_env: Mapping[st
         "steps": _opt_int(s.get("steps")),
         "iterations": _opt_int(s.get("iterations")),
         "status": status,
-        "call_s_median": _median(_finite(e.wall_s for e in measured)),
-        "first_call_s": first_wall[0] if first_wall else None,
-        "encode_s_median": _median(_finite(e.encode_s for e in measured)),
-        "denoise_s_median": _median(_finite(e.denoise_s for e in measured)),
-        "decode_s_median": _median(_finite(e.decode_s for e in measured)),
         "startup_s": _startup_s(started, evs),
         "build_s": math.fsum(builds) if builds else None,
         "device": _opt_str(env.get("device")) or _opt_str(s.get("device")),
@@ -362,38 +454,168 @@ def _cell_rows(cell: int, evs: list[Event], status: str, session_env: Mapping[st
         "torch_version": _opt_str(env.get("torch")),
         "diffusers_version": _opt_str(env.get("diffusers")),
     }
+    common.update(telemetry_figures(evs, batch_size))
 
+    stages = _stage_names(pipeline, batch_size, evs)
+    sizes, size_of_call = _call_sizes(s, evs)
+    compiled = _opt_str(s.get("compile_mode")) not in (None, "none")
+    watched = any(isinstance(e, CompileStarted | CompileFinished) for e in evs)
     out: list[Row] = []
-    for stage in _stage_names(pipeline, batch_size, evs):
-        timed = [e for e in evs if isinstance(e, StageTimed) and e.call_kind == "measured" and e.stage == stage]
-        rates = [
-            e.steps / e.loop_s
-            for e in timed
-            if isinstance(e.steps, int | float)
-            and isinstance(e.loop_s, int | float)
-            and e.steps > 0
-            and e.loop_s > 0
-            and math.isfinite(e.steps / e.loop_s)
+    for size in sizes:
+        # One size (the usual case): every event of the cell. Several: the events of the
+        # calls that ran at this size, and the row says which size it is.
+        mine = evs if len(sizes) == 1 else [e for e in evs if size_of_call.get(_call_of(e), size) == size]
+        if len(sizes) > 1:
+            common.update(height=size[0], width=size[1])
+        # A measured call during which torch compiled is not steady state: left out.
+        compiling = {e.call for e in mine if isinstance(e, CompileStarted) and e.trigger not in _NOT_COMPILES}
+        measured = [
+            e for e in mine if isinstance(e, CallFinished) and e.call_kind == "measured" and e.call not in compiling
         ]
-        # Steps of a call cut short (OOM, crash) are left out, as that call is from it/s:
-        # both figures then describe the same calls.
-        completed = {e.call for e in timed}
-        step_ms = _finite(
-            e.ms
-            for e in evs
-            if isinstance(e, StepTimed) and e.call_kind == "measured" and e.stage == stage and e.call in completed
-        )
-        out.append(
-            Row(
-                stage=stage,
-                measured_calls=len(rates),
-                it_per_s=_median(rates),
-                step_ms_p50=percentile(step_ms, 50),
-                step_ms_p95=percentile(step_ms, 95),
-                **common,
+        first = next((e for e in mine if isinstance(e, CallFinished) and e.call_kind == "first"), None)
+        first_wall = _finite([first.wall_s]) if first is not None else []
+        calls: dict[str, Any] = {
+            "call_s_median": _median(_finite(e.wall_s for e in measured)),
+            "first_call_s": first_wall[0] if first_wall else None,
+            "encode_s_median": _median(_finite(e.encode_s for e in measured)),
+            "denoise_s_median": _median(_finite(e.denoise_s for e in measured)),
+            "decode_s_median": _median(_finite(e.decode_s for e in measured)),
+        }
+        for stage in stages:
+            timed = [
+                e
+                for e in mine
+                if isinstance(e, StageTimed)
+                and e.call_kind == "measured"
+                and e.stage == stage
+                and e.call not in compiling
+            ]
+            rates = [
+                e.steps / e.loop_s
+                for e in timed
+                if isinstance(e.steps, int | float)
+                and isinstance(e.loop_s, int | float)
+                and e.steps > 0
+                and e.loop_s > 0
+                and math.isfinite(e.steps / e.loop_s)
+            ]
+            # Steps of a call cut short (OOM, crash) are left out, as that call is from it/s:
+            # both figures then describe the same calls.
+            completed = {e.call for e in timed}
+            step_ms = _finite(
+                e.ms
+                for e in mine
+                if isinstance(e, StepTimed) and e.call_kind == "measured" and e.stage == stage and e.call in completed
             )
-        )
+            out.append(
+                Row(
+                    stage=stage,
+                    measured_calls=len(rates),
+                    it_per_s=_median(rates),
+                    step_ms_p50=percentile(step_ms, 50),
+                    step_ms_p95=percentile(step_ms, 95),
+                    **calls,
+                    **compile_figures(
+                        [e for e in mine if _stage_of(e, stages) == stage],
+                        mine,
+                        first,
+                        compiled=compiled,
+                        watched=watched,
+                    ),
+                    **common,
+                )
+            )
     return out
+
+
+def telemetry_figures(evs: Sequence[Event], batch_size: int | None) -> dict[str, float | None]:
+    """The memory, power and host columns of one cell (the module docstring defines them)."""
+    torch_mem = [e for e in evs if isinstance(e, TorchMemory)]
+    # events come from disk, possibly from another version: never trust a field's type
+    gpu = sorted((e for e in evs if isinstance(e, GpuSample) and e.status == "ok" and _finite([e.ts])), key=_ts)
+    calls = [
+        (float(e.ts) - float(e.wall_s), float(e.ts))
+        for e in evs
+        if isinstance(e, CallFinished) and e.call_kind == "measured" and len(_finite([e.ts, e.wall_s])) == 2
+    ]
+    in_calls = [e for e in gpu if any(a <= e.ts <= b for a, b in calls)]
+    energy_j: float | None = None
+    if calls and batch_size:
+        total = _energy_mj(gpu, calls)
+        energy_j = total / 1000.0 / (len(calls) * batch_size) if total is not None else None
+    return {
+        "peak_alloc_mib": _max(v for e in torch_mem for v in (e.max_allocated_mib, e.allocated_mib)),
+        "peak_reserved_mib": _max(v for e in torch_mem for v in (e.max_reserved_mib, e.reserved_mib)),
+        "nvml_peak_process_mib": _max(e.process_used_mib for e in gpu),
+        "nvml_peak_device_mib": _max(e.device_used_mib for e in gpu),
+        "gpu_util_mean_pct": _mean(e.util_pct for e in in_calls),
+        "power_mean_w": _mean(e.power_w for e in in_calls),
+        "energy_j_per_image": energy_j,
+        "host_peak_rss_mib": _max(e.rss_mib for e in evs if isinstance(e, HostSample)),
+    }
+
+
+def _ts(e: Event) -> float:
+    return float(e.ts)
+
+
+def _energy_mj(samples: Sequence[GpuSample], calls: Sequence[tuple[float, float]]) -> float | None:
+    """Energy over ``calls`` in mJ: the energy counter's rise, else integrated power."""
+    counter = _series(samples, "energy_mj")
+    rises = []
+    for a, b in calls:
+        start, end = _at(counter, a), _at(counter, b)
+        if start is not None and end is not None and end >= start:  # falling: the driver was reloaded
+            rises.append(end - start)
+    if len(rises) == len(calls):
+        return math.fsum(rises)
+    power = _series(samples, "power_w")
+    parts = [_integral(power, a, b) for a, b in calls]
+    if any(p is None for p in parts):
+        return None
+    return math.fsum(p for p in parts if p is not None) * 1000.0  # W·s = J -> mJ
+
+
+def _series(samples: Sequence[GpuSample], name: str) -> list[tuple[float, float]]:
+    """(ts, value) of one figure, time-ordered, finite values only."""
+    out = []
+    for e in samples:
+        v = getattr(e, name)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and math.isfinite(e.ts):
+            out.append((float(e.ts), float(v)))
+    return sorted(out)
+
+
+def _at(series: Sequence[tuple[float, float]], t: float) -> float | None:
+    """The value at ``t`` by linear interpolation between the samples around it; None
+    outside the sampled span (no extrapolation: a guess there is not a measurement)."""
+    times = [p[0] for p in series]
+    i = bisect.bisect_left(times, t)
+    if i < len(series) and series[i][0] == t:
+        return series[i][1]
+    if i == 0 or i == len(series):
+        return None
+    (t0, v0), (t1, v1) = series[i - 1], series[i]
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+
+
+def _integral(series: Sequence[tuple[float, float]], a: float, b: float) -> float | None:
+    """Trapezoidal integral of the interpolated series over ``[a, b]``."""
+    va, vb = _at(series, a), _at(series, b)
+    if va is None or vb is None or b < a:
+        return None
+    pts = [(a, va), *((t, v) for t, v in series if a < t < b), (b, vb)]
+    return math.fsum((t1 - t0) * (v0 + v1) / 2.0 for (t0, v0), (t1, v1) in itertools.pairwise(pts))
+
+
+def _max(values: Iterable[Any]) -> float | None:
+    nums = _finite(values)
+    return max(nums) if nums else None
+
+
+def _mean(values: Iterable[Any]) -> float | None:
+    nums = _finite(values)
+    return math.fsum(nums) / len(nums) if nums else None
 
 
 def _stage_names(pipeline: str, batch_size: int | None, evs: Sequence[Event]) -> list[str]:
@@ -407,6 +629,93 @@ def _stage_names(pipeline: str, batch_size: int | None, evs: Sequence[Event]) ->
         if isinstance(ev, StageTimed | StepTimed) and ev.stage and ev.stage not in names:
             names.append(ev.stage)
     return names or ["main"]
+
+
+def compile_figures(
+    evs: Sequence[Event], call_evs: Sequence[Event], first: CallFinished | None, *, compiled: bool, watched: bool
+) -> dict[str, Any]:
+    """The torch.compile columns of one row (the module docstring defines them): counts
+    from ``evs``, the row's stage's events; ``first_call_run_s`` is call-level like
+    ``first_call_s``, so it takes every compile of that call from ``call_evs``.
+    ``watched``: the cell reported compiles at all; a compiled cell that did not ran
+    without compile telemetry, and its compile figures are unknown (None), not zero."""
+    first_wall = _finite([first.wall_s]) if first is not None else []
+    if not compiled:
+        return {"first_call_run_s": first_wall[0] if first_wall else None}
+    limits = [e for e in evs if isinstance(e, RecompileLimit)]
+    fallback = "; ".join(f"recompile limit {e.limit} hit for {e.function}" for e in limits) or None
+    if not watched:
+        return {"eager_fallback": fallback}
+    finished = [e for e in evs if isinstance(e, CompileFinished) and e.trigger not in _NOT_COMPILES]
+    started = [e for e in evs if isinstance(e, CompileStarted) and e.trigger not in _NOT_COMPILES]
+    first_call = first.call if first is not None else None
+    in_first = _finite(
+        e.duration_s
+        for e in call_evs
+        if isinstance(e, CompileFinished) and e.trigger not in _NOT_COMPILES and e.call == first_call
+    )
+    return {
+        "compile_s": math.fsum(_finite(e.duration_s for e in finished)),
+        "compiles": max(len(started), len(finished)),
+        "recompiles": sum(1 for e in evs if isinstance(e, Recompile)),
+        "graph_breaks": sum(_count(e) for e in evs if isinstance(e, GraphBreak)),
+        "cudagraph_skips": sum(_count(e) for e in evs if isinstance(e, CudagraphSkip)),
+        "first_call_run_s": max(0.0, first_wall[0] - math.fsum(in_first)) if first_wall else None,
+        "eager_fallback": fallback,
+    }
+
+
+def _count(e: GraphBreak | CudagraphSkip) -> int:
+    return e.count if isinstance(e.count, int) and e.count > 0 else 1
+
+
+def _call_of(e: Event) -> int:
+    call = getattr(e, "call", -1)
+    return call if isinstance(call, int) else -1
+
+
+def _stage_of(e: Event, stages: Sequence[str]) -> str:
+    """The stage a compile event belongs to, from its module key ("I.unet" -> "I",
+    "unet" -> "main"); the first stage for a module no stage names, and for other events."""
+    module = getattr(e, "module", None)
+    if not isinstance(module, str):
+        return stages[0]
+    stage = module.split(".", 1)[0] if "." in module else "main"
+    return stage if stage in stages else stages[0]
+
+
+def _call_sizes(settings: Mapping[str, Any], evs: Sequence[Event]) -> tuple[list[Size], dict[int, Size]]:
+    """The sizes of a cell in run order, and the size each call ran at.
+
+    The sizes asked for (``resolutions``, else ``height``x``width``) come first, so a size a
+    failed cell never reached still has its row; any other size the events name follows.
+    A call runs at the size of the call phase it belongs to (``PhaseStarted`` carries it);
+    ``CallFinished`` confirms it. Sessions recorded before sizes were carried map every
+    call to the cell's own size.
+    """
+    own = (_opt_int(settings.get("height")) or 0, _opt_int(settings.get("width")) or 0)
+    sizes: list[Size] = []
+    raw = settings.get("resolutions")
+    if isinstance(raw, list | tuple):
+        for item in raw:
+            if isinstance(item, list | tuple) and len(item) == 2 and all(isinstance(v, int) for v in item):
+                sizes.append((int(item[0]), int(item[1])))
+    sizes = list(dict.fromkeys(sizes)) or [own]
+    current, of_call = sizes[0], {}
+    for e in evs:
+        if isinstance(e, PhaseStarted) and isinstance(e.height, int) and isinstance(e.width, int) and e.height > 0:
+            current = (e.height, e.width)
+        call = _call_of(e)
+        if call < 0:
+            continue
+        if isinstance(e, CallFinished) and isinstance(e.height, int) and isinstance(e.width, int) and e.height > 0:
+            of_call[call] = (e.height, e.width)
+        else:
+            of_call.setdefault(call, current)
+    for size in of_call.values():
+        if size not in sizes:
+            sizes.append(size)
+    return sizes, of_call
 
 
 def _startup_s(started: CellStarted, evs: Sequence[Event]) -> float | None:
@@ -534,6 +843,9 @@ def to_markdown(rows: Iterable[Row], env: Mapping[str, Any] | None = None) -> st
     for r in all_rows:
         cells.setdefault(r.cell, []).append(r)
     settings = {cell: _label_values(rs[0]) for cell, rs in cells.items()}
+    for cell, rs in cells.items():  # a cell run at several sizes (--resolutions) is labelled by all
+        if len(_sizes_of(rs)) > 1:
+            settings[cell]["size"] = "→".join(f"{h}x{w}" for h, w in _sizes_of(rs))
     varying = _varying_keys(cells, settings)
 
     common = _common_label(settings, exclude=varying)
@@ -691,13 +1003,27 @@ def _common_label(settings: Mapping[int, dict[str, Any]], exclude: Sequence[str]
 
 def _cell_text(rows_of_cell: list[Row] | None) -> str:
     """it/s of each stage joined by " / ", or the cell's status when it is not ok; the
-    status is the cell's, so a failed cascade reads once, like the seed's "not supported"."""
+    status is the cell's, so a failed cascade reads once, like the seed's "not supported".
+    A cell run at several sizes shows each: "64x64: 12.31 · 96x96: 7.40"; one where torch
+    hit its recompile limit and fell back to eager says so after its figures."""
     if not rows_of_cell:
         return NOT_RUN
     status = rows_of_cell[0].status
     if not st.is_ok(status):
         return st.one_line(status, 80)
-    return " / ".join(_fmt_rate(r.it_per_s) for r in rows_of_cell)
+    note = " (eager fallback)" if any(r.eager_fallback for r in rows_of_cell) else ""
+    sizes = _sizes_of(rows_of_cell)
+    if len(sizes) == 1:
+        return " / ".join(_fmt_rate(r.it_per_s) for r in rows_of_cell) + note
+    parts = [
+        f"{h}x{w}: " + " / ".join(_fmt_rate(r.it_per_s) for r in rows_of_cell if (r.height, r.width) == (h, w))
+        for h, w in sizes
+    ]
+    return " · ".join(parts) + note
+
+
+def _sizes_of(rows_of_cell: Sequence[Row]) -> list[tuple[int | None, int | None]]:
+    return list(dict.fromkeys((r.height, r.width) for r in rows_of_cell))
 
 
 def _fmt_rate(v: float | None) -> str:

@@ -12,6 +12,8 @@ import pytest
 
 from tui import cli
 
+CLEAN = Path(__file__).parent / "fixtures" / "sessions" / "clean"
+
 BAD = [
     (["run", "--pipeline", "sd-foo"], "unknown --pipeline value 'sd-foo'; valid: sd-txt2img, sd-img2img"),
     (["run", "--weights", "huge"], "unknown --weights value 'huge'; valid: hub, random, tiny"),
@@ -38,6 +40,8 @@ BAD = [
     (["frobnicate"], "unknown command 'frobnicate'; valid: run, replay, export"),
     (["export", "/no/such/session"], "/no/such/session does not exist"),
     (["replay", "/no/such/session"], "/no/such/session does not exist"),
+    (["replay", str(CLEAN), "--against", "/no/such/session"], "/no/such/session does not exist"),
+    (["replay", str(CLEAN), "--against", "/"], "/ is not an sdtop session"),
     (["export", "/"], "is not an sdtop session"),
     (["export", ".", "--format", "xls"], "argument --format/-f: invalid choice: 'xls'"),
 ]
@@ -93,3 +97,19 @@ def test_help_lists_the_choices(capsys: pytest.CaptureFixture[str], monkeypatch:
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "sd-controlnet" in out and "reduce-overhead" in out and "sdpa-cudnn" in out
+
+
+def test_replay_against_reaches_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sdtop replay A --against B``: both checked, then the dashboard gets B's directory."""
+    import tui.app
+
+    seen: dict[str, object] = {}
+
+    def fake_run_app(**kw: object) -> int:
+        seen.update(kw)
+        return 0
+
+    monkeypatch.setattr(tui.app, "run_app", fake_run_app)
+    other = CLEAN.parent / "clean-a100"
+    assert cli.main(["replay", str(CLEAN), "--against", str(other)]) == 0
+    assert seen["replay"] == CLEAN and seen["against"] == other
