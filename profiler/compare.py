@@ -77,7 +77,7 @@ from profiler.reference import (
     torch_column_for,
 )
 from profiler.session import Session, session_info
-from profiler.summary import UNIT_LINE, Row, rows
+from profiler.summary import UNIT_LINE, Row, csv_value, rows
 
 #: Settings a cell is matched on (besides pipeline and stage), in column order.
 SETTINGS: tuple[str, ...] = ("attention", "compile", "dtype", "batch_size", "size", "steps", "weights", "channels_last")
@@ -774,28 +774,19 @@ def to_csv(cmp: Comparison, ref: ReferenceView | None = None) -> str:
                 settings = dict(m.settings)
                 for k, vals in t.differing.items():
                     settings[k] = vals[i]
-                line: list[Any] = [number, m.pipeline, m.stage, *(_csv(settings.get(k)) for k in SETTINGS)]
+                line: list[Any] = [number, m.pipeline, m.stage, *(csv_value(settings.get(k)) for k in SETTINGS)]
                 line += [s.label, s.path or "", r.cell if r is not None else "", r.status if r is not None else MISSING]
-                line += [_csv(m.it_per_s(i)), _csv(m.ratio(i))]
+                line += [csv_value(m.it_per_s(i)), csv_value(m.ratio(i))]
                 for c in cmp.delta_columns:
-                    line += [_csv(m.value(c, i)), _csv(m.delta(c, i))]
+                    line += [csv_value(m.value(c, i)), csv_value(m.delta(c, i))]
                 if ref is not None:
                     for col in ref.columns:
                         p = values.get(col)
-                        line += [p.text if p is not None else "", _csv(p.it_per_s() if p is not None else None)]
+                        line += [p.text if p is not None else "", csv_value(p.it_per_s() if p is not None else None)]
                 w.writerow(line)
             number += 1
     return buf.getvalue()
 
-
-def _csv(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:.4f}" if math.isfinite(v) else ""
-    return str(v)
 
 
 def _slug(text: str) -> str:

@@ -758,11 +758,11 @@ def to_csv(rows: Iterable[Row]) -> str:
     writer = csv.writer(buf)
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([_csv_value(getattr(row, c)) for c in COLUMNS])
+        writer.writerow([csv_value(getattr(row, c)) for c in COLUMNS])
     return buf.getvalue()
 
 
-def _csv_value(v: Any) -> str:
+def csv_value(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, bool):

@@ -261,6 +261,13 @@ def build_replay_parser() -> _Parser:
         default="end",
         help="jump to the end (default) or play at recorded speed",
     )
+    p.add_argument(
+        "--against",
+        default=None,
+        metavar="DIR",
+        help="a second session beside this one: its it/s and the ratio (this ÷ it) in the summary, "
+        "matched as 'sdtop compare' matches cells (b loads one from the dashboard)",
+    )
     return p
 
 
@@ -308,6 +315,18 @@ def build_compare_parser() -> _Parser:
 # --- commands -------------------------------------------------------------------------------
 
 
+def write_output(text: str, output: str | None) -> None:
+    """Write a rebuilt table to ``-o FILE`` (one-line error if that fails) or stdout."""
+    if output:
+        try:
+            Path(output).write_text(text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+        print(f"wrote {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
 def cmd_export(argv: Sequence[str]) -> int:
     from profiler import summary
     from profiler.session import Session
@@ -327,14 +346,7 @@ def cmd_export(argv: Sequence[str]) -> int:
         text = summary.to_markdown(rows, session_info(events).get("environment"))
     else:
         text = summary.to_json(events)
-    if args.output:
-        try:
-            Path(args.output).write_text(text)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    write_output(text, args.output)
     return 0
 
 
@@ -372,14 +384,7 @@ def cmd_compare(argv: Sequence[str]) -> int:
     view = compare.reference_view(result, ref_table, args.reference_torch) if ref_table is not None else None
     render = {"text": compare.to_text, "md": compare.to_markdown, "csv": compare.to_csv}[args.format]
     text = render(result, view)
-    if args.output:
-        try:
-            Path(args.output).write_text(text)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    write_output(text, args.output)
     if threshold is None:
         return 0
     slowed = result.regressions(threshold)
@@ -453,6 +458,8 @@ def cmd_replay(argv: Sequence[str]) -> int:
 
     args = build_replay_parser().parse_args(argv)
     Session.open(args.dir)  # a clear error before the screen takes over the terminal
+    if args.against is not None:
+        Session.open(args.against)
     return run_app(
         matrix=None,
         out=None,
@@ -460,6 +467,7 @@ def cmd_replay(argv: Sequence[str]) -> int:
         replay=Path(args.dir),
         replay_speed=args.speed,
         argv=["sdtop", "replay", *argv],
+        against=Path(args.against) if args.against is not None else None,
     )
 
 
