@@ -788,7 +788,6 @@ def to_csv(cmp: Comparison, ref: ReferenceView | None = None) -> str:
     return buf.getvalue()
 
 
-
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower().replace(".", "")).strip("_")
 

@@ -83,8 +83,8 @@ def test_oom_kill_interrupt_then_resume(tmp_path: Path) -> None:
 
 def test_a_hung_worker_is_stalled_killed_and_the_matrix_goes_on(tmp_path: Path) -> None:
     out = tmp_path / "s"
-    proc = popen("run", "--pipeline", "sd-txt2img", "--attention", "sdpa,classic", "--steps", "2",
-                 "--iterations", "1", "--stall-timeout", "2", "--inject", "hang:measure:1@1", "--out", str(out))  # fmt: skip
+    argv = ["--pipeline", "sd-txt2img", "--attention", "sdpa,classic", "--steps", "2", "--iterations", "1"]
+    proc = popen("run", *argv, "--stall-timeout", "2", "--inject", "hang:measure:1@1", "--out", str(out))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert statuses(out) == {1: "error: stalled after 2 s", 2: "ok"}
@@ -135,8 +135,8 @@ def test_a_worker_killed_from_outside_keeps_every_event(tmp_path: Path) -> None:
 
 
 def test_torn_and_corrupt_logs(tmp_path: Path) -> None:
-    from tests.helpers_events import session_events
     from pipelines.settings import CellSpec
+    from tests.helpers_events import session_events
 
     out = tmp_path / "s"
     session = Session.create(out)
@@ -176,7 +176,14 @@ SOURCES = [p for d in ("profiler", "pipelines", "tui") for p in (ROOT / d).rglob
 
 @pytest.mark.parametrize(
     "pattern",
-    [r"trust_remote_code\s*=\s*True", r"\bpickle\b", r"shell\s*=\s*True", r"torch\.load\(", r"(?<![.\w])eval\(", r"(?<![.\w])exec\("],
+    [
+        r"trust_remote_code\s*=\s*True",
+        r"\bpickle\b",
+        r"shell\s*=\s*True",
+        r"torch\.load\(",
+        r"(?<![.\w])eval\(",
+        r"(?<![.\w])exec\(",
+    ],
 )
 def test_no_unsafe_loading_or_shell(pattern: str) -> None:
     """Session files are data (JSON only), models load as safetensors, nothing runs a shell."""

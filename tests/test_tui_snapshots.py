@@ -16,6 +16,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widget import Widget
+from textual.widgets import Input
 
 import tui
 from pipelines.settings import MatrixSpec
@@ -24,6 +25,7 @@ from profiler.session import read_events
 from tests.test_tui_app import FakePrepare, until
 from tui.app import SdtopApp
 from tui.models.dashboard import Dashboard
+from tui.screens.against import AgainstScreen
 from tui.widgets.eventlog import EventsPanel
 from tui.widgets.header import SessionHeader
 from tui.widgets.latency import LatencyPanel
@@ -163,6 +165,52 @@ def test_help_screen(snap_compare: SnapCompare) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         await _replayed(pilot)
         await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(SdtopApp(replay=SESSIONS / "clean"), terminal_size=(80, 24), run_before=run_before)
+
+
+# --- comparing: a second session, the published figures -------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("keys", "size"),
+    [
+        pytest.param((), (80, 24), id="against-80x24"),
+        pytest.param(("p",), (80, 24), id="against-published-80x24"),  # B's it/s gives way
+        pytest.param(("p",), (120, 40), id="against-published-120x40"),  # everything, both sides spelled out
+    ],
+)
+def test_live_screen_against(
+    snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPatch, keys: tuple[str, ...], size: tuple[int, int]
+) -> None:
+    """``sdtop replay clean --against clean-a100``: B's it/s and A/B beside each row, what
+    differs above the table; ``p`` adds the A100's published figures. The path is relative
+    (from the repository root) because the wide layout prints it."""
+    monkeypatch.chdir(ROOT)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _replayed(pilot)
+        await pilot.press(*keys)
+        await pilot.pause()
+
+    app = SdtopApp(replay=SESSIONS / "clean", against=Path("tests/fixtures/sessions/clean-a100"))
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def test_against_modal_rejects_a_directory(snap_compare: SnapCompare) -> None:
+    """``b``, a path that is not a session: the one-line reason in the modal, which stays."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _replayed(pilot)
+        await pilot.press("b")
+        app = pilot.app
+        await until(pilot, lambda: isinstance(app.screen, AgainstScreen))
+        app.screen.query_one(Input).value = "runs/no-such-session"
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, AgainstScreen) and app.screen.error != "")
         await pilot.pause()
 
     assert snap_compare(SdtopApp(replay=SESSIONS / "clean"), terminal_size=(80, 24), run_before=run_before)

@@ -8,7 +8,9 @@ Construct it in tests with injected parts and drive it with ``app.run_test()``:
 - ``replay``: a session directory (or an events.jsonl) to play read-only;
 - ``clock``: the time source for elapsed/ETA while a live run is going (everything else is
   computed from event timestamps);
-- ``has_gpu``: the setup screen's default matrix without probing the host.
+- ``has_gpu``: the setup screen's default matrix without probing the host;
+- ``against``: a second session directory, shown beside the current one in the summary
+  (``sdtop replay A --against B``; ``b`` on the live screen loads one later).
 
 The UI process never imports torch: :mod:`profiler.runner` is imported when a run
 starts, and it is the parent half.
@@ -39,6 +41,7 @@ from tui.reader import Batch, Reader
 from tui.sources import OnEvent, Prepare, ReplayRunner, RunController, RunnerLike, real_prepare
 
 if TYPE_CHECKING:
+    from profiler.compare import SessionData
     from tui.screens.live import LiveScreen
 
 # The screens are imported where they are first shown: the setup screen does not wait for
@@ -77,6 +80,7 @@ class SdtopApp(App[int]):
         has_gpu: bool | None = None,
         hz: float = DEFAULT_HZ,
         replay_factor: float = 1.0,
+        against: Path | None = None,
     ) -> None:
         super().__init__()
         self.matrix = matrix
@@ -90,6 +94,9 @@ class SdtopApp(App[int]):
         self.has_gpu = has_gpu
         self.hz = hz
         self.replay_factor = replay_factor
+        self.against = against
+        #: the session compared with, kept across the runs of this app (``s``, setup)
+        self.against_data: SessionData | None = None
         self.controller: RunController | None = None
         self.live: LiveScreen | None = None
         self.from_setup = False
@@ -99,6 +106,8 @@ class SdtopApp(App[int]):
     # --- start-up --------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
+        if self.against is not None and not await self._load_against(self.against):
+            return
         if self.replay is not None:
             await self._start(self._replay_builder(self.replay), mode="replay")
         elif self.matrix is not None:
@@ -112,6 +121,25 @@ class SdtopApp(App[int]):
             from tui.screens.setup import SetupScreen
 
             await self.push_screen(SetupScreen(default_matrix(has_gpu)))
+
+    async def _load_against(self, path: Path) -> bool:
+        """Read the ``--against`` session before the first screen; a path that is not a
+        session exits 2 with its one line, as the CLI does (it checks first, so this is for
+        an app constructed directly)."""
+        from profiler.compare import load_session
+        from profiler.session import SessionError
+        from tui.models.compare import OTHER
+
+        try:
+            self.against_data = await asyncio.to_thread(load_session, path, OTHER)
+        except (OSError, SessionError) as exc:
+            self.exit_message = str(exc)
+            self.exit(2, return_code=2)
+            return False
+        return True
+
+    def _remember_against(self, data: SessionData) -> None:
+        self.against_data = data
 
     def _live_builder(self, matrix: MatrixSpec) -> Callable[[OnEvent], RunnerLike]:
         """The first run goes where the command line said (``--out``, ``--force``); later
@@ -153,6 +181,8 @@ class SdtopApp(App[int]):
             clock=self.clock,
             on_setup=self.open_setup,
             on_start=self.restart if mode == "live" else None,
+            against=self.against_data,
+            on_against=self._remember_against,
         )
         if len(self.screen_stack) > 1:
             await self.switch_screen(self.live)
@@ -273,6 +303,7 @@ def run_app(
     replay: Path | None,
     replay_speed: str = "end",
     argv: list[str],
+    against: Path | None = None,
 ) -> int:
     """The ``sdtop`` dashboard; returns the process exit status.
 
@@ -280,7 +311,9 @@ def run_app(
     leave a finalized session. A run that cannot start prints its one-line reason and
     returns 2, like the CLI.
     """
-    app = SdtopApp(matrix=matrix, out=out, force=force, replay=replay, replay_speed=replay_speed, argv=argv)
+    app = SdtopApp(
+        matrix=matrix, out=out, force=force, replay=replay, replay_speed=replay_speed, argv=argv, against=against
+    )
     returned = threading.Event()
 
     def _watchdog() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from profiler import events as ev
 from profiler import summary
+from tui.models.compare import CompareModel
 from tui.models.eventlog import EventLogModel, LogEntry
 from tui.models.header import HeaderModel
 from tui.models.latency import LatencyModel
@@ -31,6 +32,7 @@ class Dashboard:
         self.memory = MemoryModel()
         self.log = EventLogModel()
         self.summary = SummaryModel()
+        self.compare = CompareModel()
         self.new_entries: list[LogEntry] = []
 
     def feed(self, batch: Iterable[ev.Event]) -> set[str]:
@@ -58,6 +60,7 @@ class Dashboard:
                 rows_stale = True
         if rows_stale and self.summary.set_rows(summary.rows(self.events)):
             changed.add("summary")
+            self.compare.set_current(self.summary.rows, self.events)  # a cell finished: recompare
         return changed
 
     def rows(self) -> list[summary.Row]:

@@ -8,10 +8,11 @@ the same population as the summary table, so the live figure converges to the fi
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass, field
 
 from profiler import events as ev
-from profiler.summary import percentile
 
 #: Chart roles, drawn in this order (the current call last, so it is on top).
 ROLES = ("first", "warmup", "previous", "current")
@@ -47,8 +48,51 @@ class PlotLine:
     ys: list[float]
 
 
+class _Values:
+    """One growing population of step times and a sorted copy brought up to date lazily.
+
+    The chart and the figures are redrawn a few times a second while a fast worker adds
+    thousands of steps a second: re-collecting and re-sorting the whole cell's steps per
+    redraw grows without bound (tests/perf/bench_ui.py). Appends are O(1); catching the
+    sorted copy up sorts the new values and merges them in one ``list.sort`` (timsort
+    merges two sorted runs in linear time).
+    """
+
+    __slots__ = ("_sorted", "values")
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self._sorted: list[float] = []
+
+    def sorted(self) -> list[float]:
+        n = len(self._sorted)
+        if n < len(self.values):
+            new = sorted(self.values[n:])
+            if n and new[0] < self._sorted[-1]:
+                self._sorted.extend(new)
+                self._sorted.sort()
+            else:
+                self._sorted.extend(new)
+        return self._sorted
+
+
+def _percentile_sorted(data: list[float], q: float) -> float | None:
+    """:func:`profiler.summary.percentile` (numpy's linear method) of already sorted data."""
+    if not data:
+        return None
+    pos = (len(data) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
 class LatencyModel:
-    """Step times of the cell being run, reset when the next cell starts."""
+    """Step times of the cell being run, reset when the next cell starts.
+
+    Per stage, the series (calls) in arrival order, the first calls, and the measured and
+    non-first step times are kept as they arrive, so what a redraw asks costs the same
+    at the 10th call as at the 10,000th.
+    """
 
     #: measured/warmup calls kept on the chart besides the first and the current one
     history_calls = 3
@@ -59,6 +103,10 @@ class LatencyModel:
         self.calls: dict[tuple[int, str], CallSeries] = {}
         self.current: tuple[int, str] | None = None
         self.status: str | None = None  # the cell's result, once known
+        self._by_stage: dict[str, list[CallSeries]] = {}
+        self._firsts: dict[str, list[CallSeries]] = {}
+        self._measured: dict[str, _Values] = {}
+        self._steady: dict[str, _Values] = {}
 
     def _reset(self, cell: int) -> None:
         self.cell = cell
@@ -66,23 +114,34 @@ class LatencyModel:
         self.current = None
         self.settings = {}
         self.status = None
+        self._by_stage = {}
+        self._firsts = {}
+        self._measured = {}
+        self._steady = {}
 
     def feed(self, event: ev.Event) -> bool:
         match event:
-            case ev.CellStarted():
-                self._reset(event.cell)
-                self.settings = dict(event.settings)
-                return True
-            case ev.StepTimed():
+            case ev.StepTimed():  # first: thousands a second on a fast worker
                 if event.cell != self.cell:
                     self._reset(event.cell)
                 key = (event.call, event.stage)
                 series = self.calls.get(key)
                 if series is None:
                     series = self.calls[key] = CallSeries(event.call, event.call_kind, event.stage)
+                    self._by_stage.setdefault(event.stage, []).append(series)
+                    if series.kind == "first":
+                        self._firsts.setdefault(event.stage, []).append(series)
                 series.steps.append(event.step)
                 series.ms.append(event.ms)
+                if series.kind != "first":
+                    self._values(self._steady, series.stage).values.append(event.ms)
+                    if series.kind == "measured":
+                        self._values(self._measured, series.stage).values.append(event.ms)
                 self.current = key
+                return True
+            case ev.CellStarted():
+                self._reset(event.cell)
+                self.settings = dict(event.settings)
                 return True
             case ev.CellFinished() if event.cell == self.cell:
                 self.status = event.status
@@ -95,6 +154,13 @@ class LatencyModel:
                 return True
         return False
 
+    @staticmethod
+    def _values(by_stage: dict[str, _Values], stage: str) -> _Values:
+        values = by_stage.get(stage)
+        if values is None:
+            values = by_stage[stage] = _Values()
+        return values
+
     # --- figures -------------------------------------------------------------------------
 
     @property
@@ -105,23 +171,26 @@ class LatencyModel:
         return self.calls.get(self.current) if self.current else None
 
     def measured_ms(self) -> list[float]:
-        return [m for s in self.calls.values() if s.stage == self.stage and s.kind == "measured" for m in s.ms]
+        values = self._measured.get(self.stage)
+        return list(values.values) if values is not None else []
+
+    def _measured_sorted(self) -> list[float]:
+        values = self._measured.get(self.stage)
+        return values.sorted() if values is not None else []
 
     def p50(self) -> float | None:
-        return percentile(self.measured_ms(), 50)
+        return _percentile_sorted(self._measured_sorted(), 50)
 
     def p95(self) -> float | None:
-        return percentile(self.measured_ms(), 95)
+        return _percentile_sorted(self._measured_sorted(), 95)
 
     def it_per_s(self) -> float | None:
         series = self.current_series()
         return series.it_per_s() if series is not None else None
 
     def first_call(self) -> CallSeries | None:
-        for s in self.calls.values():
-            if s.stage == self.stage and s.kind == "first":
-                return s
-        return None
+        firsts = self._firsts.get(self.stage)
+        return firsts[0] if firsts else None
 
     def first_call_s(self) -> float | None:
         first = self.first_call()
@@ -131,7 +200,8 @@ class LatencyModel:
 
     def steady_ms(self) -> list[float]:
         """Every step that is not the first call's: the reference the first call is set against."""
-        return [m for s in self.calls.values() if s.stage == self.stage and s.kind != "first" for m in s.ms]
+        values = self._steady.get(self.stage)
+        return list(values.values) if values is not None else []
 
     def y_range(self) -> tuple[float, float] | None:
         """The steady state's range when some line is far above it, else None (automatic).
@@ -141,14 +211,17 @@ class LatencyModel:
         follows the measured steps (or, before any, the non-first ones) and the slow
         lines leave through the top, drawn in their own colour and named in the legend.
         """
-        reference = self.measured_ms() or self.steady_ms()
+        reference = self._measured_sorted()
+        if not reference:
+            steady = self._steady.get(self.stage)
+            reference = steady.sorted() if steady is not None else []
         tops = [max(line.ys) for line in self.lines() if line.ys]
         if not reference or not tops:
             return None
         # a recompile inside a measured call is an outlier too: keep it off the scale
-        typical = percentile(reference, 50) or 0.0
-        reference = [v for v in reference if v <= 5 * typical] or reference
-        lo, hi = min(reference), max(reference)
+        typical = _percentile_sorted(reference, 50) or 0.0
+        kept = bisect.bisect_right(reference, 5 * typical) or len(reference)
+        lo, hi = reference[0], reference[kept - 1]
         if max(tops) <= 3 * hi:
             return None
         pad = max((hi - lo) * 0.15, hi * 0.02)
@@ -165,10 +238,16 @@ class LatencyModel:
         """The chart's lines for the current stage: first call, recent others, the current call."""
         if self.current is None:
             return []
-        same_stage = [s for s in self.calls.values() if s.stage == self.stage]
+        same_stage = self._by_stage.get(self.stage, [])
         current = self.calls[self.current]
-        first = next((s for s in same_stage if s.kind == "first" and s is not current), None)
-        others = [s for s in same_stage if s is not current and s is not first][-self.history_calls :]
+        first = next((s for s in self._firsts.get(self.stage, []) if s is not current), None)
+        others: list[CallSeries] = []
+        for s in reversed(same_stage):  # the most recent calls, newest first
+            if len(others) == self.history_calls:
+                break
+            if s is not current and s is not first:
+                others.append(s)
+        others.reverse()
         out: list[PlotLine] = []
         # x is the step number as the header counts it (1-based)
         if first is not None:

@@ -9,6 +9,7 @@ the first cell of the same pipeline, stage and batch size: the matrix's order pu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,10 +125,23 @@ class SummaryModel:
         widest = max([len(column.header) + 2, *(len(column.text(t)) for t in self._table)])
         return min(widest, column.max_width)
 
-    def columns(self, width: int) -> list[tuple[Column, int]]:
+    def columns(self, width: int, extra: Sequence[Column] = ()) -> list[tuple[Column, int]]:
         """The columns that fit ``width`` cells, with their widths, dropping the least
-        useful first. A stage column only when some pipeline has stages (if-cascade)."""
+        useful first. A stage column only when some pipeline has stages (if-cascade).
+
+        ``extra`` (another session's figures, a published one: :mod:`tui.models.compare`)
+        go right after the speedup, beside the it/s they are read against. Dropping is by
+        whole priority levels, which at 80 columns can drop a column that alone would still
+        fit: then the stage (without it if-cascade's rows read alike), the extra columns and
+        the speedup come back, in that order, where they fit. While comparing, the speedup
+        within this session gives way before the comparison does.
+        """
         cols = [c for c in COLUMNS if c.key != "stage" or any(r.stage != "main" for r in self.rows)]
+        if extra:
+            cols = [dataclasses.replace(c, priority=1) if c.key == "speedup" else c for c in cols]
+            at = next((i + 1 for i, c in enumerate(cols) if c.key == "speedup"), len(cols))
+            cols[at:at] = extra
+        every = list(cols)
 
         def needed(cs: list[Column]) -> int:
             return sum(self.column_width(c) + 2 for c in cs)  # DataTable pads one each side
@@ -136,6 +150,11 @@ class SummaryModel:
             if needed(cols) <= width:
                 break
             cols = [c for c in cols if c.priority < level]
+        if extra:
+            keys = ("stage", *(c.key for c in extra), "speedup")
+            for back in sorted((c for c in every if c.key in keys), key=lambda c: keys.index(c.key)):
+                if back not in cols and needed([*cols, back]) <= width:
+                    cols = [c for c in every if c in cols or c is back]
         return [(c, self.column_width(c)) for c in cols]
 
 

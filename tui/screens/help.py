@@ -31,9 +31,10 @@ KEYS = (
             ("z / esc", "zoom the panel / back"),
             ("f", "filter the events log"),
             ("o", "sort the summary"),
+            ("b / p", "a session to compare with / published it/s"),
         ),
     ),
-    ("Export", (("c", "write <session>/summary.csv"), ("m", "write <session>/summary.md"))),
+    ("Export", (("c / m", "write <session>/summary.csv / summary.md"),)),
     (
         "App",
         (

@@ -23,6 +23,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, RichLog
 
 from profiler import summary
+from profiler.compare import SessionData
 from tui.models.dashboard import Dashboard
 from tui.reader import Batch
 from tui.sources import RunController
@@ -52,6 +53,12 @@ class LiveScreen(Screen[None]):
         Binding("m", "export_md", "MD"),
         Binding("f", "filter", "Filter"),
         Binding("o", "sort", "Sort"),
+        # b and p: shown in the footer unless it is crowded (a run going at 80 columns),
+        # where their hidden twins keep the keys working (check_action)
+        Binding("b", "against", "Vs"),
+        Binding("p", "published", "Ref"),
+        Binding("b", "against(1)", show=False),
+        Binding("p", "published(1)", show=False),
         Binding("tab", "next_panel", "Panel", priority=True),
         Binding("shift+tab", "next_panel(-1)", "Previous panel", show=False, priority=True),
         Binding("z", "zoom", "Zoom"),
@@ -70,9 +77,14 @@ class LiveScreen(Screen[None]):
         clock: Callable[[], float] = time.time,
         on_setup: Callable[[], None] | None = None,
         on_start: Callable[[], None] | None = None,
+        against: SessionData | None = None,
+        on_against: Callable[[SessionData], None] | None = None,
     ) -> None:
         super().__init__()
         self.dashboard = Dashboard()
+        self.dashboard.compare.set_other(against)
+        #: told about a session loaded with ``b``, so a new run of the app keeps comparing
+        self.on_against = on_against
         self.controller = controller
         self.mode = mode  # "live" | "replay"
         self.clock = clock
@@ -98,7 +110,7 @@ class LiveScreen(Screen[None]):
                 yield LatencyPanel(d.latency, id="latency").add_class("panel")
                 yield MemoryPanel(d.memory, id="memory").add_class("panel")
             yield EventsPanel(d.log, id="events").add_class("panel")
-            yield SummaryPanel(d.summary, id="summary").add_class("panel")
+            yield SummaryPanel(d.summary, compare=d.compare, id="summary").add_class("panel")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -110,6 +122,7 @@ class LiveScreen(Screen[None]):
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout()
+        self.refresh_bindings()  # whether the footer has room for b and p depends on the width
 
     @property
     def compact(self) -> bool:
@@ -247,6 +260,8 @@ class LiveScreen(Screen[None]):
             return read_only and self.running
         if action == "setup":
             return not self.running or read_only  # while a run goes, the header says what it is
+        if action in ("against", "published") and not parameters:
+            return not (self.running and self.compact)  # the footer is full: the twin takes the key
         return True
 
     def action_stop(self) -> None:
@@ -288,6 +303,42 @@ class LiveScreen(Screen[None]):
         self.query_one(SummaryPanel).show()
         if self.compact and not self.zoomed:
             self.action_select_panel("summary")
+
+    def _bring_summary(self) -> None:
+        if self.compact and not self.zoomed:
+            self.action_select_panel("summary")
+
+    def action_against(self, twin: int = 0) -> None:
+        """Ask for a session directory; once loaded it sits beside this one in the summary.
+        ``twin`` is 1 from the hidden binding that keeps the key working (BINDINGS)."""
+        from tui.screens.against import AgainstScreen
+
+        current = self.dashboard.compare.other
+        typed = (current.path or "") if current is not None else ""  # start from the one shown
+        self.app.push_screen(AgainstScreen(typed), self.set_against)
+
+    def set_against(self, other: SessionData | None) -> None:
+        """Compare with ``other`` (None: the modal was cancelled, nothing changes)."""
+        if other is None:
+            return
+        self.dashboard.compare.set_other(other)
+        self.query_one(SummaryPanel).show()
+        self._bring_summary()
+        if self.on_against is not None:
+            self.on_against(other)
+
+    def action_published(self, twin: int = 0) -> None:
+        """The next reference GPU's published it/s beside each row (A100 first), then off.
+        ``twin`` as for :meth:`action_against`."""
+        from profiler.reference import ReferenceError
+
+        try:
+            self.dashboard.compare.cycle_gpu()
+        except ReferenceError as exc:  # a broken install: say it, keep the dashboard
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self.query_one(SummaryPanel).show()
+        self._bring_summary()
 
     def session_dir(self) -> Path | None:
         return self.controller.session_dir() if self.controller is not None else None

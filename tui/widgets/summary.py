@@ -1,4 +1,8 @@
-"""The session table: one row per finished (cell, stage), best it/s highlighted, sortable."""
+"""The session table: one row per finished (cell, stage), best it/s highlighted, sortable.
+
+With a second session or the published column on (:class:`tui.models.compare.CompareModel`),
+the lines above the table say what is compared and the extra columns sit after the speedup.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.widget import Widget
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from profiler import status as st
 from tui.models import fmt
+from tui.models.compare import CompareModel
 from tui.models.summary import Column, SummaryModel, TableRow
 
 
@@ -23,15 +28,24 @@ def status_style(status: str) -> str:
     return "yellow"
 
 
-def cell_text(column: Column, row: TableRow, width: int) -> Text:
+def ratio_style(value: float | None) -> str:
+    """Green faster, red slower; within 5% (run-to-run noise) plain."""
+    if value is None:
+        return ""
+    return "green" if value > 1.05 else "red" if value < 0.95 else ""
+
+
+def cell_text(column: Column, row: TableRow, width: int, compare: CompareModel | None = None) -> Text:
     raw = fmt.truncate(column.text(row), width)
     style = ""
     if column.key == "status":
         style = status_style(row.row.status)
     elif column.key == "it/s" and row.best:
         style = "bold black on green"
-    elif column.key == "speedup" and row.speedup is not None:
-        style = "green" if row.speedup > 1.05 else "red" if row.speedup < 0.95 else ""
+    elif column.key == "speedup":
+        style = ratio_style(row.speedup)
+    elif column.key == "ratio" and compare is not None:
+        style = ratio_style(compare.ratio(row.row))
     return Text(raw, style=style, justify="right" if column.numeric else "left", no_wrap=True)
 
 
@@ -39,15 +53,18 @@ class SummaryPanel(Widget):
     DEFAULT_CSS = """
     SummaryPanel { layout: vertical; }
     SummaryPanel DataTable { height: 1fr; background: transparent; }
+    SummaryPanel #summary-notes { height: auto; color: $text-muted; }
     """
 
-    def __init__(self, model: SummaryModel, *, id: str | None = None) -> None:
+    def __init__(self, model: SummaryModel, *, compare: CompareModel | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
         self.model = model
+        self.compare = compare
         self.border_title = "Summary"
         self._width = 0
 
     def compose(self) -> ComposeResult:
+        yield Static(id="summary-notes", markup=False)
         table: DataTable[Text] = DataTable(cursor_type="row", zebra_stripes=True, id="summary-table")
         yield table
 
@@ -63,7 +80,13 @@ class SummaryPanel(Widget):
         """Rebuild the table: rows only change when a cell finishes, so a rebuild is cheap."""
         m = self.model
         table: DataTable[Text] = self.query_one(DataTable)
-        cols = m.columns(max(20, self.size.width - 2))
+        width = max(20, self.size.width - 2)
+        compare = self.compare if self.compare is not None and self.compare.active else None
+        notes = compare.notes(max(20, self.content_size.width)) if compare is not None else []
+        shown = self.query_one("#summary-notes", Static)
+        shown.update("\n".join(notes))
+        shown.display = bool(notes)
+        cols = m.columns(width, compare.columns(width) if compare is not None else ())
         table.clear(columns=True)
         # fixed widths: DataTable's auto widths are measured on idle, after a first paint
         for c, width in cols:
@@ -71,7 +94,7 @@ class SummaryPanel(Widget):
             table.add_column(Text(header, justify="right" if c.numeric else "left"), key=c.key, width=width)
         rows = m.table()
         for r in rows:
-            table.add_row(*(cell_text(c, r, w) for c, w in cols), key=f"{r.row.cell}:{r.row.stage}")
+            table.add_row(*(cell_text(c, r, w, compare) for c, w in cols), key=f"{r.row.cell}:{r.row.stage}")
         n_cells = len({r.row.cell for r in rows})
         self.border_title = f"Summary · {n_cells} cell{'s' * (n_cells != 1)} finished"
         self.border_subtitle = f"sort: {m.sort} (o)"
