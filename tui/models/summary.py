@@ -152,9 +152,12 @@ class SummaryModel:
             cols = [c for c in cols if c.priority < level]
         if extra:
             keys = ("stage", *(c.key for c in extra), "speedup")
-            for back in sorted((c for c in every if c.key in keys), key=lambda c: keys.index(c.key)):
-                if back not in cols and needed([*cols, back]) <= width:
-                    cols = [c for c in every if c in cols or c is back]
+            candidates = sorted((c for c in every if c.key in keys), key=lambda c: keys.index(c.key))
+        else:  # most useful first, then in table order
+            candidates = sorted(every, key=lambda c: (c.priority, every.index(c)))
+        for back in candidates:
+            if back not in cols and needed([*cols, back]) <= width:
+                cols = [c for c in every if c in cols or c is back]
         return [(c, self.column_width(c)) for c in cols]
 
 
