@@ -151,10 +151,12 @@ class Runner:
 
     # -- running -------------------------------------------------------------------------
 
-    def emit(self, events: Sequence[Event]) -> None:
+    def emit(self, events: Sequence[Event], raw: Sequence[str | None] | None = None) -> None:
+        """Append to the session (``raw``: the received line of each worker event, or None
+        for the runner's own), then hand each event to the front end."""
         if not events:
             return
-        self.session.append(events)
+        self.session.append(events, raw)
         if self.on_event is not None:
             for ev in events:
                 self.on_event(ev)
@@ -225,12 +227,14 @@ class Runner:
         try:
             while not handle.done:
                 batch: list[Event] = []
+                raw: list[str | None] = []
                 lines = handle.read(POLL_S)
                 for line in lines:
                     try:
                         ev = decode(line)
                     except SchemaError as exc:
                         batch.append(Log(cell=idx, level="warning", message=f"unreadable worker line: {exc}"))
+                        raw.append(None)
                         continue
                     if isinstance(ev, CellFinished):
                         finished = ev
@@ -239,6 +243,7 @@ class Runner:
                     watch.saw(ev)
                     self._observe(idx, spec, ev)
                     batch.append(ev)
+                    raw.append(line)
                 if (self._stop.is_set() or self._skip.is_set()) and not kill_sent:
                     # stop()/skip_cell() may have come before this worker existed
                     handle.kill()
@@ -257,7 +262,8 @@ class Runner:
                     handle.kill()
                 if self.sampler is not None:
                     batch.extend(self.sampler.drain())  # taken on the sampler's thread, appended on this one
-                self.emit(batch)
+                raw.extend([None] * (len(batch) - len(raw)))
+                self.emit(batch, raw)
         finally:
             with self._lock:
                 self._handle = None

@@ -122,3 +122,21 @@ def test_a_worker_error_event_is_kept_verbatim(tmp_path: Path) -> None:
     got = [e for e in runner.session.events() if isinstance(e, Error)]
     assert got == [err]
     assert _statuses(runner.session) == {0: "OOM after warmup"}
+
+
+def test_worker_lines_are_recorded_as_received(tmp_path: Path) -> None:
+    """A newer worker's extra field survives in events.jsonl (nothing recorded is lost),
+    and the runner does not re-encode what it received."""
+    launcher = FakeLauncher()
+    original_start = launcher.start
+
+    def start(cell: int, spec: object) -> object:
+        handle = original_start(cell, spec)  # type: ignore[arg-type]
+        handle.pending.insert(1, '{"kind":"phase_started","v":1,"ts":5.0,"cell":0,"phase":"build","future":42}')
+        return handle
+
+    launcher.start = start  # type: ignore[method-assign]
+    runner = prepare(_matrix(), tmp_path / "s", launcher=launcher)
+    runner.run()
+    lines = (tmp_path / "s" / "events.jsonl").read_text().splitlines()
+    assert '{"kind":"phase_started","v":1,"ts":5.0,"cell":0,"phase":"build","future":42}' in lines
