@@ -114,6 +114,7 @@ class Runner:
             sampler = Sampler(interval_s=sample_ms / 1000.0)
         self.sampler = sampler
         self.current: int | None = None
+        self._last: int | None = None  # the last cell that finished (rerun_cell's fallback)
         self._stop = threading.Event()
         self._skip = threading.Event()
         # Re-entrant: stop() is called from signal handlers, which run on the main thread
@@ -139,7 +140,7 @@ class Runner:
     def rerun_cell(self) -> None:
         """Queue the running cell (or the last finished one) to run again at the end."""
         with self._lock:
-            idx = self.current if self.current is not None else (self._last if hasattr(self, "_last") else None)
+            idx = self.current if self.current is not None else self._last
             if idx is not None:
                 self.queue.append(idx)
 
@@ -335,6 +336,11 @@ def check_out(out: Path | str | None, *, force: bool) -> Path:
     return out_path
 
 
+def _launcher(launcher: Launcher | str | None) -> Launcher:
+    """A launcher given as an object is used as is; a name (or None) makes one."""
+    return launcher if launcher is not None and not isinstance(launcher, str) else make_launcher(launcher)
+
+
 def prepare(
     matrix: MatrixSpec,
     out: Path | str | None,
@@ -354,7 +360,7 @@ def prepare(
     """
     validate_matrix(matrix)
     out_path = check_out(out, force=force)
-    lau = launcher if launcher is not None and not isinstance(launcher, str) else make_launcher(launcher)
+    lau = _launcher(launcher)
     try:
         hello = lau.hello()
         cells = expand(matrix, cuda_available=bool(hello.get("cuda_available")))
@@ -427,7 +433,7 @@ def resume(
     events = session.events(on_warning=warnings.append)
     cell_dicts, matrix, todo = unfinished_cells(events)
     cells = [CellSpec.from_dict(c) for c in cell_dicts]
-    lau = launcher if launcher is not None and not isinstance(launcher, str) else make_launcher(launcher)
+    lau = _launcher(launcher)
     try:
         hello = lau.hello()
         if any(c.device == "cuda" for c in (cells[i] for i in todo)) and not hello.get("cuda_available"):

@@ -67,7 +67,9 @@ class RunProgress:
             from rich.console import Console
             from rich.live import Live
 
-            self.live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=4, transient=True)
+            # The renderable builds the table from the current state at each refresh (4 Hz),
+            # so a step event only updates a few fields: no table is built per step.
+            self.live = Live(_View(self), console=Console(file=self.stream), refresh_per_second=4, transient=True)
             self.live.start()
 
     def close(self) -> None:
@@ -98,9 +100,7 @@ class RunProgress:
         with self.lock:
             self._update(ev)
             if self.live is not None and isinstance(ev, CellStarted | PhaseStarted | CellFinished):
-                self.live.update(self._render())
-            elif self.live is not None and isinstance(ev, StepTimed | HostSample | GpuSample):
-                self.live.update(self._render(), refresh=False)
+                self.live.refresh()  # milestones show at once; steps wait for the next tick
 
     def _update(self, ev: Event) -> None:
         if isinstance(ev, CellStarted):
@@ -172,3 +172,13 @@ def compile_line(ev: Recompile | RecompileLimit | GraphBreak) -> str:
         return f"recompile limit {ev.limit} hit{module} for {ev.function}: {one_line(ev.reason, 300)}"
     where = f" at {ev.location}" if ev.location and ev.location != "n/a" else ""
     return f"graph break{module}{where}: {one_line(ev.reason, 300)}"
+
+
+class _View:
+    """What rich's Live draws: the progress table as of now."""
+
+    def __init__(self, progress: RunProgress) -> None:
+        self.progress = progress
+
+    def __rich__(self) -> Any:
+        return self.progress._render()
