@@ -2,7 +2,7 @@
 
 Stdlib only: the UI, the CLI's validation and the summaries read this registry, and none
 of them may import torch or diffusers. The worker-only builders live in
-:mod:`pipelines.build`.
+:mod:`pipelines.builders.build`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines import registry
+from . import registry
 
 ATTENTION = ("sdpa", "classic", "xformers", "sdpa-flash", "sdpa-efficient", "sdpa-math", "sdpa-cudnn")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

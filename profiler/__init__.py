@@ -1,4 +1,8 @@
-"""sdtop's profiler: a torch-free parent half (launching, session log, summaries) and a
-worker half (building, timing) that only the worker process imports."""
+"""sdtop's profiler, in layers (README "How it is built"; one import-linter contract):
 
-__version__ = "0.1.0"
+- ``contract``: the event schema, cell statuses and the fault grammar (stdlib only);
+- ``host``: the parent half (runner, launchers, session storage, NVML and host sampling);
+- ``worker``: the worker half (build, levers, timing, compile watch, fork server), the only
+  place torch is imported; beside the host, both on the contract;
+- ``report``: events to rows, tables, comparisons and the published reference, above the host.
+"""

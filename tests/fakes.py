@@ -11,8 +11,8 @@ import signal as _signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.settings import CellSpec
-from profiler.events import CellFinished, Event, PhaseStarted, WorkerExited, WorkerStarted, encode
+from sdtop.pipelines.settings import CellSpec
+from sdtop.profiler.contract.events import CellFinished, Event, PhaseStarted, WorkerExited, WorkerStarted, encode
 
 
 @dataclass

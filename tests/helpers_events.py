@@ -12,7 +12,7 @@ Typical use::
     specs = [CellSpec("sd-txt2img", attention=a, batch_size=b) for b in (1, 4) for a in ("sdpa", "classic")]
     evs = session_events(specs, overrides={3: {"outcome": "oom", "measured_done": 2}})
 
-What one ok cell looks like (the order profiler/worker.py and the runner produce)::
+What one ok cell looks like (the order profiler/worker/cell.py and the runner produce)::
 
     CellStarted, WorkerStarted, Environment(cell-level),
     PhaseStarted/Ended(build), PhaseStarted/Ended(apply), SettingsApplied,
@@ -35,10 +35,10 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pipelines import registry
-from pipelines.settings import CellSpec, MatrixSpec
-from profiler import status as st
-from profiler.events import (
+from sdtop.pipelines import registry
+from sdtop.pipelines.settings import CellSpec, MatrixSpec
+from sdtop.profiler.contract import status as st
+from sdtop.profiler.contract.events import (
     CallFinished,
     CellFinished,
     CellStarted,
@@ -344,7 +344,7 @@ def cell_events(
         phase_start = clock.t
         measured = 0
         for call in range(spec.warmup + spec.iterations):
-            # the worker's rule (profiler/worker.py): call 0 is the first of the warmup calls
+            # the worker's rule (profiler/worker/cell.py): call 0 is the first of the warmup calls
             call_phase = "first_call" if call == 0 else ("warmup" if call < spec.warmup else "measure")
             kind = "first" if call == 0 and spec.warmup > 0 else ("warmup" if call < spec.warmup else "measured")
             if call_phase != phase:

@@ -3,14 +3,12 @@ nothing already recorded touched."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from tui import cli
+from sdtop.tui import cli
 
 CLEAN = Path(__file__).parent / "fixtures" / "sessions" / "clean"
 
@@ -61,11 +59,10 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], expected: str, capsys
 def test_the_console_script_prints_no_traceback(tmp_path: Path) -> None:
     """Through a real process too: exit status and stderr as a user sees them."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "run", "--dtype", "fp8"],
+        [sys.executable, "-m", "sdtop.tui.cli", "run", "--dtype", "fp8"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "valid: fp16, bf16, fp32" in proc.stderr
@@ -101,7 +98,6 @@ def test_help_lists_the_choices(capsys: pytest.CaptureFixture[str], monkeypatch:
 
 def test_replay_against_reaches_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
     """``sdtop replay A --against B``: both checked, then the dashboard gets B's directory."""
-    import tui.app
 
     seen: dict[str, object] = {}
 
@@ -109,7 +105,9 @@ def test_replay_against_reaches_the_app(monkeypatch: pytest.MonkeyPatch) -> None
         seen.update(kw)
         return 0
 
-    monkeypatch.setattr(tui.app, "run_app", fake_run_app)
+    from sdtop.tui import app
+
+    monkeypatch.setattr(app, "run_app", fake_run_app)
     other = CLEAN.parent / "clean-a100"
     assert cli.main(["replay", str(CLEAN), "--against", str(other)]) == 0
     assert seen["replay"] == CLEAN and seen["against"] == other

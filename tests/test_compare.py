@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sdtop.pipelines.settings import CellSpec
+from sdtop.profiler.contract.events import Event
+from sdtop.profiler.host.session import Session
+from sdtop.profiler.report import compare as cmp
+from sdtop.profiler.report import reference
+from sdtop.profiler.report.render import finalize
+from sdtop.profiler.report.summary import Row
+from sdtop.tui import cli
 
-from pipelines.settings import CellSpec
-from profiler import compare as cmp
-from profiler import reference
-from profiler.events import Event
-from profiler.session import Session
-from profiler.summary import Row
 from tests.helpers_events import session_events
-from tui import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "sessions"
@@ -51,7 +52,7 @@ def write(tmp: Path, name: str, events: list[Event]) -> Path:
     s = Session.create(tmp / name)
     s.append(events)
     s.close()
-    s.finalize()
+    finalize(s.dir)
     return s.dir
 
 
@@ -419,7 +420,7 @@ def test_two_tiny_real_sessions_compare(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "tui.cli",
+                "sdtop.tui.cli",
                 "run",
                 "--pipeline",
                 "sd-txt2img",
@@ -447,7 +448,11 @@ def test_two_tiny_real_sessions_compare(tmp_path: Path) -> None:
 
     def sdtop(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "tui.cli", "compare", *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+            [sys.executable, "-m", "sdtop.tui.cli", "compare", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
         )
 
     proc = sdtop(*dirs)

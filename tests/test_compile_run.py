@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from profiler.events import CompileFinished, CompileStarted, CudagraphSkip, Log, Recompile, StepTimed
-from profiler.session import Session
+from sdtop.profiler.contract.events import CompileFinished, CompileStarted, CudagraphSkip, Log, Recompile, StepTimed
+from sdtop.profiler.host.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 REASON = "tensor 'args[0]' size mismatch at index 2. expected 8, actual 12"
@@ -26,7 +25,7 @@ Resized = tuple[subprocess.CompletedProcess[str], Path, Path]  # sdtop's output,
 
 def sdtop_run(*argv: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "run", *argv],
+        [sys.executable, "-m", "sdtop.tui.cli", "run", *argv],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -105,7 +104,7 @@ def test_summary_csv_has_one_row_per_size_with_the_compile_columns(
 def test_the_dashboard_event_panel_shows_the_same_recompile(
     resized: Resized,
 ) -> None:
-    from tui.models.eventlog import EventLogModel
+    from sdtop.tui.models.eventlog import EventLogModel
 
     _, out, _ = resized
     model = EventLogModel()

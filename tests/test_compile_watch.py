@@ -1,4 +1,4 @@
-"""torch.compile telemetry (profiler/compile_watch.py), in this process, on CPU.
+"""torch.compile telemetry (profiler/worker/compile_watch.py), in this process, on CPU.
 
 Backend ``eager`` everywhere but the one ``slow`` test: it runs dynamo (guards, recompiles,
 graph breaks: everything these events are about) without inductor's code generation, so a
@@ -16,11 +16,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pipelines.build import build  # noqa: E402
-from pipelines.settings import CellSpec  # noqa: E402
-from profiler import compile_watch  # noqa: E402
-from profiler.compile_watch import CompileWatch, guard_failures, recompile_refused, short_path  # noqa: E402
-from profiler.events import (  # noqa: E402
+from sdtop.pipelines.builders.build import build  # noqa: E402
+from sdtop.pipelines.settings import CellSpec  # noqa: E402
+from sdtop.profiler.contract.events import (  # noqa: E402
     CompileFinished,
     CompileStarted,
     Event,
@@ -29,6 +27,8 @@ from profiler.events import (  # noqa: E402
     Recompile,
     RecompileLimit,
 )
+from sdtop.profiler.worker import compile_watch  # noqa: E402
+from sdtop.profiler.worker.compile_watch import CompileWatch, guard_failures, recompile_refused, short_path  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -243,8 +243,8 @@ def test_guard_failures_and_refusals_are_read_from_torchs_text() -> None:
 def test_on_recompile_fail_ends_the_cell_with_the_guard_failure() -> None:
     """A whole cell in this process, as the worker runs it: 64x64 compiles and is measured,
     then 96x96 would recompile, which the stance set after warmup refuses."""
-    from profiler.events import CellFinished, Error, PhaseStarted
-    from profiler.worker import CellRun
+    from sdtop.profiler.contract.events import CellFinished, Error, PhaseStarted
+    from sdtop.profiler.worker.cell import CellRun
 
     spec = CellSpec(
         "sd-txt2img",

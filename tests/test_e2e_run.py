@@ -15,11 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pipelines.registry import PIPELINE_NAMES, stages_for
-from profiler import summary
-from profiler.events import SettingsApplied, StageTimed, StepTimed
-from profiler.session import Session
+from sdtop.pipelines.registry import PIPELINE_NAMES, stages_for
+from sdtop.profiler.contract.events import SettingsApplied, StageTimed, StepTimed
+from sdtop.profiler.host.session import Session
+from sdtop.profiler.report import summary
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 3
@@ -33,7 +32,7 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [
             sys.executable,
             "-m",
-            "tui.cli",
+            "sdtop.tui.cli",
             "run",
             "--pipeline",
             ",".join(PIPELINE_NAMES),
@@ -82,7 +81,7 @@ def test_summary_rebuilt_from_events_equals_the_written_one(session_dir: Path) -
     events = Session.open(session_dir).events()
     assert summary.to_csv(summary.rows(events)) == (session_dir / "summary.csv").read_bytes().decode()
     rebuilt = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "export", str(session_dir), "--format", "md"],
+        [sys.executable, "-m", "sdtop.tui.cli", "export", str(session_dir), "--format", "md"],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -12,8 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tui import cli
+from sdtop.tui import cli
 
 SCRIPT = Path(__file__).resolve().parent / "gpu" / "run.sh"
 

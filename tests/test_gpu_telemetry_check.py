@@ -10,8 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from profiler.events import (
+from sdtop.profiler.contract.events import (
     CallFinished,
     CellFinished,
     CellStarted,
@@ -137,8 +136,9 @@ def test_run_sh_runs_the_check_on_the_telemetry_session() -> None:
 
 
 def test_every_run_line_has_a_valid_sample_interval() -> None:
+    from sdtop.tui import cli
+
     from tests.test_gpu_script import _run_commands
-    from tui import cli
 
     intervals = [cli.sample_ms_from_args(cli.build_run_parser().parse_args(argv)) for argv in _run_commands()]
     assert 50 in intervals and all(i >= 10 for i in intervals)

@@ -1,4 +1,4 @@
-"""profiler.nvml against a fake pynvml: every NVML failure is a reason, never an exception.
+"""profiler.host.nvml against a fake pynvml: every NVML failure is a reason, never an exception.
 
 Each case raises the error class the real library raises in that situation (pynvml's own
 classes), and the PCI mapping picks the worker's GPU when CUDA and NVML number GPUs
@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
+from sdtop.profiler.host.nvml import FIGURES, PYNVML_MISSING, Nvml, parse_pci_bus_id, reason_of
 
-from profiler.nvml import FIGURES, PYNVML_MISSING, Nvml, parse_pci_bus_id, reason_of
 from tests.fake_nvml import FakeGpu, FakePynvml, err
 
 PID = 4242
@@ -52,7 +52,7 @@ def test_the_worker_gpu_is_found_by_bus_id_not_by_index() -> None:
     NVML's device 1; the worker reports torch's bus id spelling, NVML its own."""
     fake = FakePynvml([FakeGpu(bus_id="00000000:18:00.0", name="A"), FakeGpu(bus_id="00000000:3B:00.0", name="B")])
     nvml = Nvml(fake)
-    dev, why = nvml.find("00000000:3b:00.0")  # profiler.worker._pci_bus_id's format
+    dev, why = nvml.find("00000000:3b:00.0")  # profiler.worker.cell._pci_bus_id's format
     assert why == "" and dev is not None
     assert (dev.index, dev.name) == (1, "B")
     dev, _ = nvml.find("0000:18:00.0")
@@ -156,7 +156,7 @@ def test_the_real_pynvml_on_this_machine_says_why() -> None:
 
 
 def test_importing_profiler_nvml_does_not_import_pynvml() -> None:
-    code = "import sys, profiler.nvml, profiler.sampler; print('pynvml' in sys.modules)"
+    code = "import sys, profiler.host.nvml, profiler.host.sampler; print('pynvml' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

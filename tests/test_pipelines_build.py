@@ -20,10 +20,10 @@ import pytest
 pytest.importorskip("diffusers")
 
 import torch
-
-from pipelines import build as B
-from pipelines import inputs, registry, tokenizers
-from pipelines.settings import CellSpec
+from sdtop.pipelines import registry
+from sdtop.pipelines.builders import build as B
+from sdtop.pipelines.builders import inputs, tokenizers
+from sdtop.pipelines.settings import CellSpec
 
 # diffusers' EulerDiscreteScheduler calls np.array() on a tensor (numpy 2 deprecation). Hidden
 # by Python's default filters outside __main__, so the worker never shows it; keep it out of

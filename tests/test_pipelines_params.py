@@ -28,11 +28,10 @@ import pytest
 pytest.importorskip("diffusers")
 
 import torch
-
-from pipelines import build as B
-from pipelines import registry
-from pipelines.settings import CellSpec
-from pipelines.tokenizers import clip_tokenizer
+from sdtop.pipelines import registry
+from sdtop.pipelines.builders import build as B
+from sdtop.pipelines.builders.tokenizers import clip_tokenizer
+from sdtop.pipelines.settings import CellSpec
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"

@@ -10,13 +10,13 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-
-from profiler import reference as ref
-from profiler.summary import Row
+from sdtop.profiler.report import reference as ref
+from sdtop.profiler.report.summary import Row
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CSV = ROOT.parent / "shared" / "seed" / "reference_tables.csv"
-SHIPPED_TEXT = resources.files("profiler").joinpath("data", "reference_tables.csv").read_text(encoding="utf-8")
+SHIPPED = resources.files("sdtop.profiler.report").joinpath("data", "reference_tables.csv")
+SHIPPED_TEXT = SHIPPED.read_text(encoding="utf-8")
 VALUE_COLUMNS = {
     "torch2.0_no_compile": ("2.0", False),
     "torch_nightly_no_compile": ("nightly", False),
@@ -40,7 +40,7 @@ def test_the_data_file_is_package_data() -> None:
     """pyproject's [tool.setuptools.package-data] ships it (read as text: tomllib is 3.11+)."""
     text = (ROOT / "pyproject.toml").read_text()
     section = text.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
-    assert 'profiler = ["data/*.csv"]' in section
+    assert '"sdtop.profiler.report" = ["data/*.csv"]' in section
 
 
 def test_every_published_cell_is_kept_verbatim(seed: ref.ReferenceTable) -> None:

@@ -1,5 +1,5 @@
 """Nothing lost: OOM, crashes, hangs, interrupts, torn logs, resume. Real workers, real
-signals; faults are injected through ``--inject`` (profiler/faults.py), which fails the
+signals; faults are injected through ``--inject`` (profiler/contract/faults.py), which fails the
 worker the way a real failure would (a real torch.OutOfMemoryError, a real SIGKILL)."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pipelines.settings import MatrixSpec
-from profiler import faults
-from profiler.events import CellFinished, Error, PhaseStarted, SessionFinished, WorkerStarted
-from profiler.runner import prepare
-from profiler.session import Session
+from sdtop.pipelines.settings import MatrixSpec
+from sdtop.profiler.contract import faults
+from sdtop.profiler.contract.events import CellFinished, Error, PhaseStarted, SessionFinished, WorkerStarted
+from sdtop.profiler.host.runner import prepare
+from sdtop.profiler.host.session import Session
+from sdtop.profiler.report.render import finalize
 
 ROOT = Path(__file__).resolve().parent.parent
 SIX = ["--pipeline", "sd-txt2img", "--attention", "sdpa,classic,sdpa-math", "--batch", "1,2",
@@ -26,7 +26,7 @@ SIX = ["--pipeline", "sd-txt2img", "--attention", "sdpa,classic,sdpa-math", "--b
 
 def popen(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", *argv],
+        [sys.executable, "-m", "sdtop.tui.cli", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -125,7 +125,7 @@ def test_a_worker_killed_from_outside_keeps_every_event(tmp_path: Path) -> None:
 
     matrix = MatrixSpec(pipelines=("sd-txt2img",), weights=("tiny",), attention=("sdpa", "classic"), steps=(2,),
                         iterations=2)  # fmt: skip
-    runner = prepare(matrix, tmp_path / "s", on_event=on_event)
+    runner = prepare(matrix, tmp_path / "s", on_event=on_event, derive=finalize)
     assert runner.run() == "complete"
     st = statuses(tmp_path / "s")
     assert st == {1: "crashed: signal 9 (SIGKILL)", 2: "ok"}
@@ -135,24 +135,25 @@ def test_a_worker_killed_from_outside_keeps_every_event(tmp_path: Path) -> None:
 
 
 def test_torn_and_corrupt_logs(tmp_path: Path) -> None:
-    from pipelines.settings import CellSpec
+    from sdtop.pipelines.settings import CellSpec
+
     from tests.helpers_events import session_events
 
     out = tmp_path / "s"
     session = Session.create(out)
     session.append(session_events([CellSpec(pipeline="sd-txt2img")]))
-    session.finalize()
+    finalize(session.dir)
     with open(out / "events.jsonl", "a") as fh:
         fh.write('{"kind":"step","cell":0,"ms":1')  # power loss mid-line
     n_lines = (out / "events.jsonl").read_text().count("\n") + 1
-    proc = subprocess.run([sys.executable, "-m", "tui.cli", "export", str(out)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "sdtop.tui.cli", "export", str(out)], capture_output=True, text=True,
                           cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0
     assert f"line {n_lines} is incomplete" in proc.stderr and "sd-txt2img" in proc.stdout
     lines = (out / "events.jsonl").read_text().splitlines()
     lines[3] = "{not json"
     (out / "events.jsonl").write_text("\n".join(lines) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "tui.cli", "export", str(out)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "sdtop.tui.cli", "export", str(out)], capture_output=True, text=True,
                           cwd=ROOT)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "events.jsonl line 4 is corrupt" in proc.stderr

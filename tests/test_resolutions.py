@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from pipelines.settings import BadInput, CellSpec, MatrixSpec, expand, parse_resolutions, validate_matrix
-from profiler import summary
-from profiler.events import (
+from sdtop.pipelines.settings import BadInput, CellSpec, MatrixSpec, expand, parse_resolutions, validate_matrix
+from sdtop.profiler.contract.events import (
     CallFinished,
     CellFinished,
     CellStarted,
@@ -24,10 +22,12 @@ from profiler.events import (
     StageTimed,
     StepTimed,
 )
-from profiler.worker import call_plan
+from sdtop.profiler.report import summary
+from sdtop.profiler.worker.cell import call_plan
+from sdtop.tui import cli
+from sdtop.tui.progress import compile_line
+
 from tests.helpers_events import cell_events
-from tui import cli
-from tui.progress import compile_line
 
 # --- options ---------------------------------------------------------------------------------------
 
@@ -141,7 +141,7 @@ def test_a_single_size_plan_is_the_seeds() -> None:
 
 def test_set_size_makes_the_inputs_again_at_the_new_size() -> None:
     pytest.importorskip("torch")
-    from pipelines.build import build, set_size
+    from sdtop.pipelines.builders.build import build, set_size
 
     built = build(CellSpec("sd-controlnet", steps=1))
     set_size(built, 96, 128)

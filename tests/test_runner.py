@@ -6,11 +6,12 @@ import signal
 from pathlib import Path
 
 import pytest
+from sdtop.pipelines.settings import BadInput, MatrixSpec
+from sdtop.profiler.contract.events import CellFinished, Error, PhaseStarted, SessionFinished, WorkerStarted
+from sdtop.profiler.host.runner import Runner, prepare
+from sdtop.profiler.host.session import Session, SessionError
+from sdtop.profiler.report.render import finalize
 
-from pipelines.settings import BadInput, MatrixSpec
-from profiler.events import CellFinished, Error, PhaseStarted, SessionFinished, WorkerStarted
-from profiler.runner import Runner, prepare
-from profiler.session import Session, SessionError
 from tests.fakes import FakeLauncher, Script
 
 
@@ -51,7 +52,7 @@ def test_prepare_refuses_an_existing_session(tmp_path: Path) -> None:
 
 def test_clean_run_records_every_event_and_finalizes(tmp_path: Path) -> None:
     launcher = FakeLauncher()
-    runner = prepare(_matrix(2), tmp_path / "s", launcher=launcher)
+    runner = prepare(_matrix(2), tmp_path / "s", launcher=launcher, derive=finalize)
     assert runner.run() == "complete"
     assert launcher.closed and launcher.started == [0, 1]
     events = runner.session.events()
@@ -63,7 +64,7 @@ def test_clean_run_records_every_event_and_finalizes(tmp_path: Path) -> None:
 
 def test_a_killed_worker_is_a_crashed_cell_and_the_matrix_goes_on(tmp_path: Path) -> None:
     scripts = {0: Script([WorkerStarted(cell=0, pid=7), PhaseStarted(cell=0, phase="build")], signal=signal.SIGKILL)}
-    runner = prepare(_matrix(2), tmp_path / "s", launcher=FakeLauncher(scripts))
+    runner = prepare(_matrix(2), tmp_path / "s", launcher=FakeLauncher(scripts), derive=finalize)
     runner.run()
     assert _statuses(runner.session) == {0: "crashed: signal 9 (SIGKILL)", 1: "ok"}
     telemetry = ("host_sample", "gpu_sample", "log")  # the parent's sampler, interleaved
@@ -73,7 +74,7 @@ def test_a_killed_worker_is_a_crashed_cell_and_the_matrix_goes_on(tmp_path: Path
 
 def test_an_exit_code_without_a_status(tmp_path: Path) -> None:
     scripts = {0: Script([WorkerStarted(cell=0, pid=7)], returncode=70)}
-    runner = prepare(_matrix(), tmp_path / "s", launcher=FakeLauncher(scripts))
+    runner = prepare(_matrix(), tmp_path / "s", launcher=FakeLauncher(scripts), derive=finalize)
     runner.run()
     assert _statuses(runner.session) == {0: "crashed: exit code 70"}
 
@@ -85,7 +86,7 @@ def test_stop_kills_the_worker_and_marks_the_session_interrupted(tmp_path: Path)
         holder["r"].stop()
 
     scripts = {0: Script([WorkerStarted(cell=0, pid=7)], hang=True)}
-    runner = prepare(_matrix(3), tmp_path / "s", launcher=FakeLauncher(scripts, on_read=on_read))
+    runner = prepare(_matrix(3), tmp_path / "s", launcher=FakeLauncher(scripts, on_read=on_read), derive=finalize)
     holder["r"] = runner
     assert runner.run() == "interrupted"
     assert _statuses(runner.session) == {0: "interrupted"}
@@ -105,7 +106,7 @@ def test_skip_moves_on_and_rerun_queues_the_cell_again(tmp_path: Path) -> None:
 
     scripts = {0: Script([WorkerStarted(cell=0, pid=7)], hang=True)}
     launcher = FakeLauncher(scripts, on_read=on_read)
-    runner = prepare(_matrix(2), tmp_path / "s", launcher=launcher)
+    runner = prepare(_matrix(2), tmp_path / "s", launcher=launcher, derive=finalize)
     holder["r"] = runner
     runner.run()
     assert launcher.started == [0, 1, 0]
@@ -117,7 +118,7 @@ def test_skip_moves_on_and_rerun_queues_the_cell_again(tmp_path: Path) -> None:
 def test_a_worker_error_event_is_kept_verbatim(tmp_path: Path) -> None:
     err = Error(cell=0, error_kind="oom", phase="measure", message="OutOfMemoryError: boom", traceback="tb")
     scripts = {0: Script([WorkerStarted(cell=0, pid=7), err, CellFinished(cell=0, status="OOM after warmup")])}
-    runner = prepare(_matrix(), tmp_path / "s", launcher=FakeLauncher(scripts))
+    runner = prepare(_matrix(), tmp_path / "s", launcher=FakeLauncher(scripts), derive=finalize)
     runner.run()
     got = [e for e in runner.session.events() if isinstance(e, Error)]
     assert got == [err]
@@ -136,7 +137,7 @@ def test_worker_lines_are_recorded_as_received(tmp_path: Path) -> None:
         return handle
 
     launcher.start = start  # type: ignore[method-assign]
-    runner = prepare(_matrix(), tmp_path / "s", launcher=launcher)
+    runner = prepare(_matrix(), tmp_path / "s", launcher=launcher, derive=finalize)
     runner.run()
     lines = (tmp_path / "s" / "events.jsonl").read_text().splitlines()
     assert '{"kind":"phase_started","v":1,"ts":5.0,"cell":0,"phase":"build","future":42}' in lines

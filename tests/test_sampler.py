@@ -20,10 +20,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from pipelines.settings import MatrixSpec, expand
-from profiler import summary
-from profiler.events import (
+from sdtop.pipelines.settings import MatrixSpec, expand
+from sdtop.profiler.contract.events import (
     CallFinished,
     CellFinished,
     Environment,
@@ -34,17 +32,19 @@ from profiler.events import (
     WorkerExited,
     WorkerStarted,
 )
-from profiler.nvml import Nvml
-from profiler.runner import Runner
-from profiler.sampler import HostProbe, Sampler
-from profiler.session import Session
+from sdtop.profiler.host.nvml import Nvml
+from sdtop.profiler.host.runner import Runner
+from sdtop.profiler.host.sampler import HostProbe, Sampler
+from sdtop.profiler.host.session import Session
+from sdtop.profiler.report import summary
+from sdtop.tui.models.memory import MemoryModel
+
 from tests.fake_nvml import FakeGpu, FakePynvml, err
 from tests.fakes import FakeLauncher, Script
-from tui.models.memory import MemoryModel
 
 ROOT = Path(__file__).resolve().parent.parent
 PID = 4242
-BUS = "00000000:3b:00.0"  # as profiler.worker reports it
+BUS = "00000000:3b:00.0"  # as profiler.worker.cell reports it
 NO_DRIVER = "n/a: NVML Shared Library Not Found (no NVIDIA driver on this machine)"
 
 
@@ -438,7 +438,7 @@ def test_sdtop_run_fills_host_columns_and_says_once_why_gpu_is_na(tmp_path: Path
     out = tmp_path / "s"
     argv = ["run", "--pipeline", "sd-txt2img", "--weights", "tiny", "--steps", "2", "--iterations", "1"]
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", *argv, "--warmup", "0", "--sample-ms", "50", "--out", str(out)],
+        [sys.executable, "-m", "sdtop.tui.cli", *argv, "--warmup", "0", "--sample-ms", "50", "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -8,10 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from pipelines.settings import CellSpec, MatrixSpec
-from profiler import summary
-from profiler.events import (
+from sdtop.pipelines.settings import CellSpec, MatrixSpec
+from sdtop.profiler.contract.events import (
     CellStarted,
     Environment,
     Log,
@@ -22,7 +20,7 @@ from profiler.events import (
     decode,
     encode,
 )
-from profiler.session import (
+from sdtop.profiler.host.session import (
     DERIVED_FILES,
     EVENTS_FILE,
     SESSION_FILE,
@@ -31,8 +29,11 @@ from profiler.session import (
     Session,
     SessionError,
     read_events,
-    session_info,
 )
+from sdtop.profiler.report import summary
+from sdtop.profiler.report.info import session_info
+from sdtop.profiler.report.render import finalize
+
 from tests.helpers_events import H100, T0, cell_events, session_events
 
 SPECS = [
@@ -214,7 +215,7 @@ def test_create_force_leaves_nothing_stale(tmp_path: Path) -> None:
     path = tmp_path / "s"
     session = Session.create(path)
     session.append(session_events(SPECS[:1]))
-    session.finalize()
+    finalize(session.dir)
     (path / ".sdtop-tmp-summary.md.abc").write_text("half")
     (path / "worker.log").write_text("user file")
     fresh = Session.create(path, force=True)
@@ -255,7 +256,7 @@ def test_finalize_writes_three_files_rebuildable_from_events(tmp_path: Path) -> 
     events = session_events(SPECS, matrix=MatrixSpec(attention=("sdpa", "classic"), batch_sizes=(1, 4)))
     session = Session.create(path)
     session.append(events)
-    session.finalize()
+    finalize(session.dir)
     first = {name: (path / name).read_bytes() for name in DERIVED_FILES}
     assert all(first.values())
     assert not list(path.glob(".sdtop-tmp-*"))
@@ -264,7 +265,7 @@ def test_finalize_writes_three_files_rebuildable_from_events(tmp_path: Path) -> 
     # the derived files are a pure function of events.jsonl: delete them, rebuild, compare
     for name in DERIVED_FILES:
         (path / name).unlink()
-    Session.open(path).finalize()
+    finalize(path)
     assert {name: (path / name).read_bytes() for name in DERIVED_FILES} == first
 
     # and they say what summary says about the same events

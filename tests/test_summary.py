@@ -9,10 +9,8 @@ import json
 from collections.abc import Callable
 
 import pytest
-
-from pipelines.settings import CellSpec
-from profiler import summary
-from profiler.events import (
+from sdtop.pipelines.settings import CellSpec
+from sdtop.profiler.contract.events import (
     CallFinished,
     CellFinished,
     CellStarted,
@@ -22,8 +20,11 @@ from profiler.events import (
     StageTimed,
     WorkerExited,
 )
-from profiler.session import session_info
-from profiler.summary import COLUMNS, Row, cell_status, percentile, rows, to_csv, to_json, to_markdown
+from sdtop.profiler.report import summary
+from sdtop.profiler.report.info import session_info
+from sdtop.profiler.report.render import render
+from sdtop.profiler.report.summary import COLUMNS, Row, cell_status, percentile, rows, to_csv, to_markdown
+
 from tests.helpers_events import H100, T0, cell_events, session_events
 
 # The columns the brief requires, in their required relative order.
@@ -444,7 +445,7 @@ def test_markdown_running_and_device_tables() -> None:
 
 def test_json_has_session_and_rows() -> None:
     events = _grid_events()
-    doc = json.loads(to_json(events))
+    doc = json.loads(render(events, "json"))
     assert doc["session"]["status"] == "complete"
     assert doc["session"]["n_cells"] == 8
     assert [r["cell"] for r in doc["rows"]] == list(range(8))

@@ -11,8 +11,7 @@ import csv
 import io
 
 import pytest
-
-from profiler.events import (
+from sdtop.profiler.contract.events import (
     CallFinished,
     CellFinished,
     CellStarted,
@@ -22,7 +21,7 @@ from profiler.events import (
     TorchMemory,
     WorkerStarted,
 )
-from profiler.summary import COLUMNS, rows, telemetry_figures, to_csv
+from sdtop.profiler.report.summary import COLUMNS, rows, telemetry_figures, to_csv
 
 T0 = 1000.0
 CALLS = [(T0 + 2.25, T0 + 4.25), (T0 + 5.0, T0 + 7.0)]  # measured calls: [start, end]

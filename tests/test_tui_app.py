@@ -1,7 +1,7 @@
 """The app driven through Textual's pilot: replay, export, quitting, the setup screen.
 
 No sleeps: every wait is a condition polled with ``pilot.pause()``. A fake runner stands in
-for :class:`profiler.runner.Runner` (same methods, records what it is asked to do), so
+for :class:`profiler.host.runner.Runner` (same methods, records what it is asked to do), so
 these tests need no worker process and no torch.
 """
 
@@ -14,19 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sdtop.pipelines import settings
+from sdtop.pipelines.settings import BadInput, MatrixSpec
+from sdtop.profiler.contract import events as ev
+from sdtop.profiler.host.session import SessionError, read_events
+from sdtop.profiler.report import summary
+from sdtop.profiler.report.info import session_info
+from sdtop.tui.app import SdtopApp
+from sdtop.tui.screens.help import HelpScreen
+from sdtop.tui.screens.live import LiveScreen
+from sdtop.tui.screens.setup import SetupScreen
+from sdtop.tui.widgets.header import SessionHeader
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
-
-from pipelines import settings
-from pipelines.settings import BadInput, MatrixSpec
-from profiler import events as ev
-from profiler import summary
-from profiler.session import SessionError, read_events, session_info
-from tui.app import SdtopApp
-from tui.screens.help import HelpScreen
-from tui.screens.live import LiveScreen
-from tui.screens.setup import SetupScreen
-from tui.widgets.header import SessionHeader
 
 SESSIONS = Path(__file__).parent / "fixtures" / "sessions"
 pytestmark = pytest.mark.asyncio
@@ -84,7 +84,7 @@ class FakeRunner:
 
 
 class FakePrepare:
-    """profiler.runner.prepare's signature; records each call, hands out FakeRunners."""
+    """profiler.host.runner.prepare's signature; records each call, hands out FakeRunners."""
 
     def __init__(self, events: list[ev.Event], out: Path, *, block: bool = True, error: Exception | None = None):
         self.events = events

@@ -13,20 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sdtop.pipelines.settings import CellSpec, MatrixSpec
+from sdtop.profiler.contract import events as ev
+from sdtop.profiler.report import compare, reference, summary
+from sdtop.tui.app import SdtopApp
+from sdtop.tui.models.compare import OTHER, CompareModel
+from sdtop.tui.models.dashboard import Dashboard
+from sdtop.tui.models.summary import SummaryModel
+from sdtop.tui.screens.against import AgainstScreen
+from sdtop.tui.screens.live import LiveScreen
+from sdtop.tui.widgets.summary import SummaryPanel
 from textual.widgets import DataTable, Input, Static
 
-from pipelines.settings import CellSpec, MatrixSpec
-from profiler import compare, reference, summary
-from profiler import events as ev
 from tests.helpers_events import H100, session_events
 from tests.test_tui_app import SESSIONS, FakePrepare, fixture_events, until
-from tui.app import SdtopApp
-from tui.models.compare import OTHER, CompareModel
-from tui.models.dashboard import Dashboard
-from tui.models.summary import SummaryModel
-from tui.screens.against import AgainstScreen
-from tui.screens.live import LiveScreen
-from tui.widgets.summary import SummaryPanel
 
 A100 = "NVIDIA A100-SXM4-80GB"
 GPUS = ("A100", "V100", "T4", "RTX 3090", "RTX 4090")

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-import tui
+from sdtop import tui
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("torch", "diffusers", "transformers", "accelerate")
 #: Modules that must work without textual installed (pure Python view-models, data path).
-NO_TEXTUAL = ("tui.models", "tui.reader", "tui.sources")
+NO_TEXTUAL = ("sdtop.tui.models", "sdtop.tui.reader", "sdtop.tui.sources")
 
 MODULES = sorted(
-    ["tui", *(m.name for m in pkgutil.walk_packages(tui.__path__, prefix="tui."))],
+    ["sdtop.tui", *(m.name for m in pkgutil.walk_packages(tui.__path__, prefix="sdtop.tui."))],
 )
 
 
@@ -35,9 +35,13 @@ def imported_after(module: str) -> set[str]:
 
 
 def test_every_module_is_listed() -> None:
-    assert {"tui.app", "tui.screens.live", "tui.screens.setup", "tui.widgets.latency", "tui.models.summary"} <= set(
-        MODULES
-    )
+    assert {
+        "sdtop.tui.app",
+        "sdtop.tui.screens.live",
+        "sdtop.tui.screens.setup",
+        "sdtop.tui.widgets.latency",
+        "sdtop.tui.models.summary",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -50,6 +54,7 @@ def test_tui_module_imports_no_torch(module: str) -> None:
 
 
 def test_starting_a_run_imports_no_torch() -> None:
-    """The live path imports profiler.runner when a run starts: the parent half only."""
-    loaded = imported_after("tui.app, tui.sources, profiler.runner, profiler.session, profiler.probe")
+    """The live path imports profiler.host.runner when a run starts: the parent half only."""
+    host = "sdtop.profiler.host"
+    loaded = imported_after(f"sdtop.tui.app, sdtop.tui.sources, {host}.runner, {host}.session, {host}.probe")
     assert not any(m.split(".")[0] in FORBIDDEN for m in loaded)

@@ -7,10 +7,9 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from profiler import events as ev
-from profiler.summary import percentile
-from tui.models.latency import LatencyModel
+from sdtop.profiler.contract import events as ev
+from sdtop.profiler.report.summary import percentile
+from sdtop.tui.models.latency import LatencyModel
 
 
 class NaiveLatency:

@@ -11,22 +11,22 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from sdtop.pipelines import registry, settings
+from sdtop.pipelines.settings import BadInput, CellSpec, MatrixSpec
+from sdtop.profiler.contract import events as ev
+from sdtop.profiler.host.session import read_events
+from sdtop.profiler.report import summary
+from sdtop.tui.models import fmt
+from sdtop.tui.models.dashboard import Dashboard
+from sdtop.tui.models.eventlog import FILTERS, EventLogModel
+from sdtop.tui.models.header import HeaderModel
+from sdtop.tui.models.latency import LatencyModel
+from sdtop.tui.models.memory import MemoryModel
+from sdtop.tui.models.setup import SetupForm, cells_text, default_matrix
+from sdtop.tui.models.summary import SORTS, SummaryModel
 
-from pipelines import registry, settings
-from pipelines.settings import BadInput, CellSpec, MatrixSpec
-from profiler import events as ev
-from profiler import summary
-from profiler.session import read_events
 from tests.fixtures import make_sessions
 from tests.helpers_events import H100, T0, cell_events, session_events
-from tui.models import fmt
-from tui.models.dashboard import Dashboard
-from tui.models.eventlog import FILTERS, EventLogModel
-from tui.models.header import HeaderModel
-from tui.models.latency import LatencyModel
-from tui.models.memory import MemoryModel
-from tui.models.setup import SetupForm, cells_text, default_matrix
-from tui.models.summary import SORTS, SummaryModel
 
 SESSIONS = Path(__file__).parent / "fixtures" / "sessions"
 GPU_SPEC = CellSpec("sd-txt2img", weights="random", device="cuda", dtype="fp16", steps=10, iterations=3, warmup=1)

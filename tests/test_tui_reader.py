@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from profiler import events as ev
-from profiler.session import read_events
-from tui.reader import Batch, Reader
-from tui.sources import ReplayRunner, RunController, session_dir_of
+from sdtop.profiler.contract import events as ev
+from sdtop.profiler.host.session import read_events
+from sdtop.tui.reader import Batch, Reader
+from sdtop.tui.sources import ReplayRunner, RunController, session_dir_of
 
 SESSIONS = Path(__file__).parent / "fixtures" / "sessions"
 
@@ -177,7 +176,7 @@ def test_controller_stop_before_the_runner_exists_still_runs_it_to_finalize() ->
 
 
 def test_controller_reports_a_start_failure_in_one_line() -> None:
-    from pipelines.settings import BadInput
+    from sdtop.pipelines.settings import BadInput
 
     got = Collector()
 

@@ -13,24 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sdtop.pipelines.settings import MatrixSpec
+from sdtop.profiler.contract import events as ev
+from sdtop.profiler.host.session import read_events
+from sdtop.tui.app import SdtopApp
+from sdtop.tui.models.dashboard import Dashboard
+from sdtop.tui.screens.against import AgainstScreen
+from sdtop.tui.widgets.eventlog import EventsPanel
+from sdtop.tui.widgets.header import SessionHeader
+from sdtop.tui.widgets.latency import LatencyPanel
+from sdtop.tui.widgets.memory import MemoryPanel
+from sdtop.tui.widgets.summary import SummaryPanel
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import Input
 
-import tui
-from pipelines.settings import MatrixSpec
-from profiler import events as ev
-from profiler.session import read_events
+from sdtop import tui
 from tests.test_tui_app import FakePrepare, until
-from tui.app import SdtopApp
-from tui.models.dashboard import Dashboard
-from tui.screens.against import AgainstScreen
-from tui.widgets.eventlog import EventsPanel
-from tui.widgets.header import SessionHeader
-from tui.widgets.latency import LatencyPanel
-from tui.widgets.memory import MemoryPanel
-from tui.widgets.summary import SummaryPanel
 
 SESSIONS = Path(__file__).parent / "fixtures" / "sessions"
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]

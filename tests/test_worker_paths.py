@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from profiler.events import Error, SettingsApplied, WorkerStarted
-from profiler.session import Session
+from sdtop.profiler.contract.events import Error, SettingsApplied, WorkerStarted
+from sdtop.profiler.host.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 Mixed = tuple[subprocess.CompletedProcess[str], Path]
@@ -19,7 +18,7 @@ Mixed = tuple[subprocess.CompletedProcess[str], Path]
 
 def sdtop(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *argv],
+        [sys.executable, "-m", "sdtop.tui.cli", *argv],
         capture_output=True,
         text=True,
         cwd=ROOT,

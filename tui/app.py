@@ -2,7 +2,7 @@
 
 Construct it in tests with injected parts and drive it with ``app.run_test()``:
 
-- ``prepare``: a callable with :func:`profiler.runner.prepare`'s signature returning a
+- ``prepare``: a callable with :func:`profiler.host.runner.prepare`'s signature returning a
   runner-like object (``run``/``stop``/``skip_cell``/``rerun_cell``/``n_cells``); a fake
   one records calls and replays fixture events through ``on_event``;
 - ``replay``: a session directory (or an events.jsonl) to play read-only;
@@ -12,7 +12,7 @@ Construct it in tests with injected parts and drive it with ``app.run_test()``:
 - ``against``: a second session directory, shown beside the current one in the summary
   (``sdtop replay A --against B``; ``b`` on the live screen loads one later).
 
-The UI process never imports torch: :mod:`profiler.runner` is imported when a run
+The UI process never imports torch: :mod:`profiler.host.runner` is imported when a run
 starts, and it is the parent half.
 """
 
@@ -33,16 +33,16 @@ from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from pipelines.settings import MatrixSpec
-from profiler.events import SessionStarted
-from tui.messages import EventsArrived, StartRequested
-from tui.models.setup import default_matrix
-from tui.reader import Batch, Reader
-from tui.sources import OnEvent, Prepare, ReplayRunner, RunController, RunnerLike, real_prepare
+from ..pipelines.settings import MatrixSpec
+from ..profiler.contract.events import SessionStarted
+from .messages import EventsArrived, StartRequested
+from .models.setup import default_matrix
+from .reader import Batch, Reader
+from .sources import OnEvent, Prepare, ReplayRunner, RunController, RunnerLike, real_prepare
 
 if TYPE_CHECKING:
-    from profiler.compare import SessionData
-    from tui.screens.live import LiveScreen
+    from ..profiler.report.compare import SessionData
+    from .screens.live import LiveScreen
 
 # The screens are imported where they are first shown: the setup screen does not wait for
 # the chart library, nor a replay for the form (the first frame is the budget that counts).
@@ -115,10 +115,10 @@ class SdtopApp(App[int]):
         else:
             has_gpu = self.has_gpu
             if has_gpu is None:
-                from profiler.probe import has_nvidia_gpu
+                from ..profiler.host.probe import has_nvidia_gpu
 
                 has_gpu = has_nvidia_gpu()
-            from tui.screens.setup import SetupScreen
+            from .screens.setup import SetupScreen
 
             await self.push_screen(SetupScreen(default_matrix(has_gpu)))
 
@@ -126,9 +126,9 @@ class SdtopApp(App[int]):
         """Read the ``--against`` session before the first screen; a path that is not a
         session exits 2 with its one line, as the CLI does (it checks first, so this is for
         an app constructed directly)."""
-        from profiler.compare import load_session
-        from profiler.session import SessionError
-        from tui.models.compare import OTHER
+        from ..profiler.host.session import SessionError
+        from ..profiler.report.compare import load_session
+        from .models.compare import OTHER
 
         try:
             self.against_data = await asyncio.to_thread(load_session, path, OTHER)
@@ -173,7 +173,7 @@ class SdtopApp(App[int]):
             self.controller.close()
         reader = Reader(self._deliver, hz=self.hz)
         self.controller = RunController(build, reader)
-        from tui.screens.live import LiveScreen
+        from .screens.live import LiveScreen
 
         self.live = LiveScreen(
             controller=self.controller,
@@ -212,7 +212,7 @@ class SdtopApp(App[int]):
         Otherwise back to the setup screen, which shows it, so the user can try again.
         """
         if (self.from_setup or self.runs > 1) and self.matrix is not None:
-            from tui.screens.setup import SetupScreen
+            from .screens.setup import SetupScreen
 
             setup = SetupScreen(self.matrix)
             await self.switch_screen(setup)
@@ -240,7 +240,7 @@ class SdtopApp(App[int]):
         """``n`` on the live screen: a new run when nothing runs, else the matrix read-only."""
         read_only = self.replay is not None or (self.controller is not None and self.controller.running)
         matrix = self.matrix or self._recorded_matrix() or default_matrix(bool(self.has_gpu))
-        from tui.screens.setup import SetupScreen
+        from .screens.setup import SetupScreen
 
         self.push_screen(SetupScreen(matrix, read_only=read_only, can_go_back=True))
 
@@ -256,7 +256,7 @@ class SdtopApp(App[int]):
             return None
 
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
+        from .screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())

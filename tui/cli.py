@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_matrix_options(p: argparse.ArgumentParser) -> None:
-    from pipelines import registry, settings
+    from ..pipelines import registry, settings
 
     g = p.add_argument_group("the matrix (comma lists make the cross product)")
     g.add_argument(
@@ -117,14 +117,14 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
         "--inject",
         default=None,
         metavar="KIND:PHASE[:N][@CELL]",
-        help="fault injection for testing sdtop itself, e.g. oom:measure:2@3 (see profiler/faults.py)",
+        help="fault injection for testing sdtop itself, e.g. oom:measure:2@3 (see profiler/contract/faults.py)",
     )
     o.add_argument("--launcher", default=None, help="where workers run: forkserver (default on Linux) or subprocess")
 
 
 def matrix_from_args(args: argparse.Namespace) -> Any:
     """Turn parsed options into a validated MatrixSpec (BadInput on the first bad value)."""
-    from pipelines import registry, settings
+    from ..pipelines import registry, settings
 
     kw: dict[str, Any] = {
         "pipelines": settings.parse_choices("--pipeline", args.pipeline, registry.PIPELINE_NAMES)
@@ -165,8 +165,8 @@ def matrix_from_args(args: argparse.Namespace) -> Any:
 def run_limits(args: argparse.Namespace) -> dict[str, float]:
     """Validate the session options that are not part of the matrix (timeouts, faults);
     --inject reaches the worker host through its environment."""
-    from pipelines.settings import BadInput
-    from profiler import faults
+    from ..pipelines.settings import BadInput
+    from ..profiler.contract import faults
 
     limits = {}
     for name in ("stall_timeout", "compile_timeout"):
@@ -195,7 +195,7 @@ def _trace_dir(text: str | None) -> str | None:
     """--trace DIR as an absolute path (workers do not share our working directory)."""
     if not text:
         return None
-    from pipelines.settings import BadInput
+    from ..pipelines.settings import BadInput
 
     path = Path(text).expanduser().resolve()
     if path.exists() and not path.is_dir():
@@ -246,8 +246,8 @@ def _add_telemetry_options(p: argparse.ArgumentParser) -> None:
 
 def sample_ms_from_args(args: argparse.Namespace) -> int:
     """--sample-ms as a whole number of milliseconds >= 10 (BadInput, one line, otherwise)."""
-    from pipelines.settings import parse_int
-    from profiler.sampler import MIN_SAMPLE_MS
+    from ..pipelines.settings import parse_int
+    from ..profiler.host.sampler import MIN_SAMPLE_MS
 
     return parse_int("--sample-ms", getattr(args, "sample_ms", "100"), minimum=MIN_SAMPLE_MS)
 
@@ -328,8 +328,8 @@ def write_output(text: str, output: str | None) -> None:
 
 
 def cmd_export(argv: Sequence[str]) -> int:
-    from profiler import summary
-    from profiler.session import Session
+    from ..profiler.host.session import Session
+    from ..profiler.report.render import render
 
     args = build_export_parser().parse_args(argv)
     session = Session.open(args.dir)
@@ -337,24 +337,15 @@ def cmd_export(argv: Sequence[str]) -> int:
     events = session.events(on_warning=warnings.append)
     for w in warnings:
         print(f"sdtop: warning: {w}", file=sys.stderr)
-    rows = summary.rows(events)
-    if args.format == "csv":
-        text = summary.to_csv(rows)
-    elif args.format == "md":
-        from profiler.session import session_info
-
-        text = summary.to_markdown(rows, session_info(events).get("environment"))
-    else:
-        text = summary.to_json(events)
-    write_output(text, args.output)
+    write_output(render(events, args.format), args.output)
     return 0
 
 
 def cmd_compare(argv: Sequence[str]) -> int:
     import math
 
-    from pipelines.settings import BadInput
-    from profiler import compare, reference
+    from ..pipelines.settings import BadInput
+    from ..profiler.report import compare, reference
 
     args = build_compare_parser().parse_args(argv)
     threshold: float | None = None
@@ -394,8 +385,9 @@ def cmd_compare(argv: Sequence[str]) -> int:
 
 
 def cmd_run(argv: Sequence[str]) -> int:
-    from profiler.runner import check_out, prepare, resume
-    from tui.progress import RunProgress
+    from ..profiler.host.runner import check_out, prepare, resume
+    from ..profiler.report.render import finalize
+    from .progress import RunProgress
 
     args = build_run_parser().parse_args(argv)
     timeouts = run_limits(args)
@@ -410,6 +402,7 @@ def cmd_run(argv: Sequence[str]) -> int:
             argv=["sdtop", "run", *argv],
             on_event=progress.on_event,
             launcher=args.launcher,
+            derive=finalize,
             **timeouts,
         )
         print(f"sdtop: resuming: {len(runner.queue)} of {runner.n_cells} cell(s) to run", file=sys.stderr)
@@ -422,6 +415,7 @@ def cmd_run(argv: Sequence[str]) -> int:
             argv=["sdtop", "run", *argv],
             on_event=progress.on_event,
             launcher=args.launcher,
+            derive=finalize,
             **timeouts,
         )
     progress.start(runner.n_cells, runner.session.dir)
@@ -453,8 +447,8 @@ def cmd_run(argv: Sequence[str]) -> int:
 
 
 def cmd_replay(argv: Sequence[str]) -> int:
-    from profiler.session import Session
-    from tui.app import run_app
+    from ..profiler.host.session import Session
+    from .app import run_app
 
     args = build_replay_parser().parse_args(argv)
     Session.open(args.dir)  # a clear error before the screen takes over the terminal
@@ -475,7 +469,7 @@ def cmd_app(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     given = any(a.startswith("-") for a in argv)
     matrix = matrix_from_args(args) if given else None
-    from tui.app import run_app
+    from .app import run_app
 
     return run_app(
         matrix=matrix,
@@ -489,12 +483,12 @@ def cmd_app(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from pipelines.settings import BadInput
+    from ..pipelines.settings import BadInput
 
     errors: tuple[type[BaseException], ...] = (UsageError, BadInput)
     try:
-        from profiler.launcher import LaunchError
-        from profiler.session import SessionError
+        from ..profiler.host.launcher import LaunchError
+        from ..profiler.host.session import SessionError
 
         errors = (UsageError, BadInput, SessionError, LaunchError)
     except ImportError:  # pragma: no cover - partial installs still print clean errors

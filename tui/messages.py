@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from pipelines.settings import MatrixSpec
-from tui.reader import Batch
+from ..pipelines.settings import MatrixSpec
+from .reader import Batch
 
 
 class EventsArrived(Message):

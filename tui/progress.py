@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from pipelines.settings import CellSpec
-from profiler.events import (
+from ..pipelines.settings import CellSpec
+from ..profiler.contract.events import (
     CellFinished,
     CellStarted,
     Error,
@@ -28,7 +28,7 @@ from profiler.events import (
     StageTimed,
     StepTimed,
 )
-from profiler.status import one_line
+from ..profiler.contract.status import one_line
 
 PHASE_WORDS = {
     "build": "building",

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from profiler.events import Event
+from ..profiler.contract.events import Event
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Where the dashboard's events come from: a live :class:`profiler.runner.Runner` or a replay.
+"""Where the dashboard's events come from: a live :class:`profiler.host.runner.Runner` or a replay.
 
 Both look the same to the app (:class:`RunnerLike`): ``run()`` blocks on its own thread
 and hands every event to ``on_event``; ``stop()`` / ``skip_cell()`` / ``rerun_cell()``
@@ -7,7 +7,7 @@ replayed sessions go through the same reader and the same view-models (what the 
 replay is what users see live).
 
 No textual import; torch is never imported here or by what this imports lazily
-(``profiler.runner`` is the parent half).
+(``profiler.host.runner`` is the parent half).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelines.settings import MatrixSpec
-from profiler.events import Event, SessionStarted
-from tui.reader import Reader
+from ..pipelines.settings import MatrixSpec
+from ..profiler.contract.events import Event, SessionStarted
+from .reader import Reader
 
 OnEvent = Callable[[Event], None]
 
 
 class RunnerLike(Protocol):
-    """The part of :class:`profiler.runner.Runner` the UI drives."""
+    """The part of :class:`profiler.host.runner.Runner` the UI drives."""
 
     @property
     def n_cells(self) -> int: ...
@@ -40,7 +40,7 @@ class RunnerLike(Protocol):
 
 
 class Prepare(Protocol):
-    """:func:`profiler.runner.prepare`'s signature: tests inject a fake with it."""
+    """:func:`profiler.host.runner.prepare`'s signature: tests inject a fake with it."""
 
     def __call__(
         self,
@@ -62,9 +62,10 @@ def real_prepare(
     on_event: OnEvent | None = None,
 ) -> RunnerLike:
     """The real runner, imported only when a run starts (the first frame does not wait)."""
-    from profiler.runner import prepare
+    from ..profiler.host.runner import prepare
+    from ..profiler.report.render import finalize
 
-    return prepare(matrix, out, force=force, argv=argv, on_event=on_event)
+    return prepare(matrix, out, force=force, argv=argv, on_event=on_event, derive=finalize)
 
 
 def session_dir_of(runner: object) -> Path | None:
@@ -112,7 +113,7 @@ class ReplayRunner:
         return self._n_cells
 
     def run(self) -> str:
-        from profiler.session import read_events
+        from ..profiler.host.session import read_events
 
         events: Sequence[Event] = read_events(self.events_path, on_warning=self.on_warning)
         started = next((e for e in events if isinstance(e, SessionStarted)), None)

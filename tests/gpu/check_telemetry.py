@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from profiler import summary  # noqa: E402
-from profiler.events import Environment, Event, GpuSample, Log, TorchMemory  # noqa: E402
-from profiler.nvml import Nvml, format_pci, parse_pci_bus_id  # noqa: E402
+from sdtop.profiler.contract.events import Environment, Event, GpuSample, Log, TorchMemory  # noqa: E402
+from sdtop.profiler.host.nvml import Nvml, format_pci, parse_pci_bus_id  # noqa: E402
+from sdtop.profiler.report import summary  # noqa: E402
 
 TOLERANCE = 0.10
 #: a sample farther than this from a TorchMemory event is not compared with it
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.session:
         p.error("a session directory is required")
-    from profiler.session import Session
+    from sdtop.profiler.host.session import Session
 
     events: list[Any] = Session.open(args.session).events()
     results = check_session(events, context_mib=args.context_mib, expect_visible=args.expect_visible)

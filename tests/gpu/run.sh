@@ -21,7 +21,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH="$PWD"
 fi
-SDTOP="python3 -m tui.cli"
+SDTOP="python3 -m sdtop.tui.cli"
 step() { echo; echo "=== $* ($(date +%T))" | tee -a "$LOG"; }
 T0=$(date +%s)
 

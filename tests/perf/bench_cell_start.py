@@ -54,7 +54,7 @@ DEFAULT_MATRIX = [
 
 def cell_starts(events: list[Any]) -> list[dict[str, Any]]:
     """Per cell (last attempt): launch, build, apply, to-first-step and total seconds."""
-    from profiler.events import CellStarted, PhaseEnded, StepTimed, WorkerStarted
+    from sdtop.profiler.contract.events import CellStarted, PhaseEnded, StepTimed, WorkerStarted
 
     out: dict[int, dict[str, Any]] = {}
     for ev in events:
@@ -80,7 +80,7 @@ def _label(settings: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from profiler.session import read_events
+    from sdtop.profiler.host.session import read_events
 
     p = argparse.ArgumentParser(description="time from a cell's start to its first step event")
     p.add_argument("--from", dest="source", default=None, metavar="DIR", help="analyse a recorded session instead")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         matrix = args.matrix or DEFAULT_MATRIX
         session = Path(tempfile.mkdtemp(prefix="sdtop-cellstart-")) / "session"
         report.header(matrix=" ".join(matrix))
-        run_checked([sys.executable, "-m", "tui.cli", "run", *matrix, "--out", str(session), "--force"])
+        run_checked([sys.executable, "-m", "sdtop.tui.cli", "run", *matrix, "--out", str(session), "--force"])
     cells = cell_starts(read_events(session / "events.jsonl"))
     if not args.source:
         shutil.rmtree(session.parent, ignore_errors=True)

@@ -4,8 +4,8 @@ Why: sdtop's it/s rests on two marks (the pipeline opening its progress bar = lo
 entry; the step callback = a step's end). If either sat in the wrong place, or the parts
 of a call were mis-attributed, every table would be wrong by the same hidden amount.
 
-How: sdtop's worker code (``profiler.worker.CellRun``, unchanged) runs each cell in this
-process, and an observer that shares no code with ``profiler/timing.py`` times the very
+How: sdtop's worker code (``profiler.worker.cell.CellRun``, unchanged) runs each cell in this
+process, and an observer that shares no code with ``profiler/worker/timing.py`` times the very
 same calls through other hooks, installed right after the pipeline is built:
 
 - loop start: a forward pre-hook on the denoisers (UNet, ControlNet): the first one that
@@ -146,8 +146,8 @@ class Observer:
 
 def run_cell(spec: Any) -> tuple[list[Any], Observer]:
     """Run one cell with sdtop's worker code in this process, observed independently."""
-    import pipelines.build as pb
-    from profiler.worker import CellRun
+    import sdtop.pipelines.builders.build as pb
+    from sdtop.profiler.worker.cell import CellRun
 
     observer = Observer(cuda=spec.device.startswith("cuda"))
     original = pb.build
@@ -175,7 +175,7 @@ def run_cell(spec: Any) -> tuple[list[Any], Observer]:
 
 def prelude(spec: Any) -> list[Any]:
     """The parent's events the worker never sends (the summary needs a session and a cell)."""
-    from profiler.events import CellStarted, SessionStarted
+    from sdtop.profiler.contract.events import CellStarted, SessionStarted
 
     return [
         SessionStarted(session_id="fidelity", cells=[spec.to_dict()]),
@@ -198,11 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
     import torch
-
-    from pipelines.settings import expand
-    from profiler import summary
-    from profiler.events import CallFinished, StageTimed
-    from tui.cli import build_run_parser, matrix_from_args
+    from sdtop.pipelines.settings import expand
+    from sdtop.profiler.contract.events import CallFinished, StageTimed
+    from sdtop.profiler.report import summary
+    from sdtop.tui.cli import build_run_parser, matrix_from_args
 
     run_args = build_run_parser().parse_args(
         [

@@ -92,14 +92,16 @@ def run_bare(cell: list[str], work: Path, i: int) -> dict[str, Any]:
 
 
 def run_sdtop(cell: list[str], work: Path, i: int, sample_ms: str | None) -> dict[str, Any]:
-    from profiler import summary
-    from profiler.events import CallFinished, StageTimed
-    from profiler.session import read_events
+    from sdtop.profiler.contract.events import CallFinished, StageTimed
+    from sdtop.profiler.host.session import read_events
+    from sdtop.profiler.report import summary
 
     out = work / f"sdtop-{i}"
     extra = ["--sample-ms", sample_ms] if sample_ms else []
     t0 = time.perf_counter()
-    run_checked([sys.executable, "-m", "tui.cli", "run", *cell, *extra, "--out", str(out), "--force"], log=work / "log")
+    run_checked(
+        [sys.executable, "-m", "sdtop.tui.cli", "run", *cell, *extra, "--out", str(out), "--force"], log=work / "log"
+    )
     events = read_events(out / "events.jsonl")
     steps: dict[int, int] = {}
     for ev in events:

@@ -53,7 +53,7 @@ BOX = b"\xe2\x94"
 def sdtop_command() -> list[str]:
     """The installed console script beside this interpreter, else ``python -m tui.cli``."""
     script = Path(sys.executable).parent / "sdtop"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "tui.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sdtop.tui.cli"]
 
 
 def wall(argv: list[str]) -> float:
@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         "first_frame_replay_s", paint_s, "s", target=f"<= {TARGET_FRAME_S:g} s", met=paint_s <= TARGET_FRAME_S
     )
     report.figure("replay_with_data_s", median([m for _, m in replay]), "s")
-    for label, code in (("sdtop --help", ["-m", "tui.cli", "--help"]), ("import tui.app", ["-c", "import tui.app"])):
+    for label, code in (
+        ("sdtop --help", ["-m", "sdtop.tui.cli", "--help"]),
+        ("import sdtop.tui.app", ["-c", "import sdtop.tui.app"]),
+    ):
         parts = ", ".join(f"{name} {secs * 1000:.0f}" for name, secs in import_breakdown(code))
         report.note(f"-X importtime, {label} (ms, cumulative, top-level): {parts}")
     return report.finish(args.json)

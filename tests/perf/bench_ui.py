@@ -6,7 +6,7 @@ stress figure) without losing an event, without falling behind, and without taki
 the CPU the pipeline needs.
 
 How: the real :class:`tui.app.SdtopApp` is driven by ``app.run_test()`` (headless) and fed
-by the REAL parent path: a :class:`profiler.runner.Runner` with a real session directory
+by the REAL parent path: a :class:`profiler.host.runner.Runner` with a real session directory
 (every event appended to ``events.jsonl``), fed by a synthetic launcher whose worker
 "prints" JSON event lines at ``--rate`` a second (steps of ``--steps``-step calls, each call
 closed by ``StageTimed`` and ``CallFinished`` as the worker does) for ``--duration`` seconds.
@@ -180,8 +180,8 @@ class Probe:
         self.last_fold_wall = 0.0  # when the latency view-model took in the latest step
 
     def install(self) -> None:
-        from profiler.events import StepTimed
-        from tui.screens.live import LiveScreen
+        from sdtop.profiler.contract.events import StepTimed
+        from sdtop.tui.screens.live import LiveScreen
 
         original = LiveScreen.apply
         probe = self
@@ -201,7 +201,7 @@ class Probe:
 
         LiveScreen.apply = apply  # type: ignore[method-assign,assignment]
 
-        from tui.models.latency import LatencyModel
+        from sdtop.tui.models.latency import LatencyModel
 
         fold = LatencyModel.feed
 
@@ -217,9 +217,9 @@ class Probe:
 def raw_append_experiment() -> None:
     """``--experiment-raw-append``: what the parent would cost if the session file got the
     worker's line as received instead of a re-encoding of the decoded event (a proposal
-    for profiler/runner.py + profiler/session.py, tried here by patching this process only)."""
-    import profiler.runner as runner_mod
-    import profiler.session as session_mod
+    for profiler/host/runner.py + profiler/host/session.py, tried here by patching this process only)."""
+    import sdtop.profiler.host.runner as runner_mod
+    import sdtop.profiler.host.session as session_mod
 
     decode = runner_mod.decode
     encode_line = session_mod._encode_line
@@ -253,10 +253,10 @@ def thread_cpu() -> dict[str, float]:
 
 async def drive(args: argparse.Namespace, size: tuple[int, int], headless: bool) -> dict[str, Any]:
     """Run the app over the synthetic worker; the measured figures."""
-    from pipelines.settings import CellSpec, MatrixSpec
-    from profiler.runner import Runner
-    from profiler.session import Session
-    from tui.app import SdtopApp
+    from sdtop.pipelines.settings import CellSpec, MatrixSpec
+    from sdtop.profiler.host.runner import Runner
+    from sdtop.profiler.host.session import Session
+    from sdtop.tui.app import SdtopApp
 
     launcher = SyntheticLauncher(args.rate, args.duration, args.steps)
     probe = Probe()
@@ -296,7 +296,7 @@ async def drive(args: argparse.Namespace, size: tuple[int, int], headless: bool)
         cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         live = app.live
         assert live is not None
-        from profiler.events import StepTimed
+        from sdtop.profiler.contract.events import StepTimed
 
         held = sum(1 for e in live.dashboard.events if isinstance(e, StepTimed))
         in_chart = sum(len(s.ms) for s in live.dashboard.latency.calls.values())

@@ -32,9 +32,8 @@ def ensure_importable() -> None:
 
 
 def child_env() -> dict[str, str]:
-    """The environment for subprocesses: the project on PYTHONPATH, unbuffered output."""
+    """The environment for subprocesses (sdtop installed, as a user has it), unbuffered output."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     return env

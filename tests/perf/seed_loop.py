@@ -7,7 +7,7 @@ cell is exactly the one ``sdtop run`` would run) and must describe exactly one c
 
 Same pipeline, settings and calls as sdtop's worker:
 
-- the modules come from ``pipelines.build.build`` and ``profiler.apply.apply_settings``
+- the modules come from ``pipelines.builders.build.build`` and ``profiler.worker.apply.apply_settings``
   (the same random/tiny weights, attention processors, channels_last, torch.compile),
   and torch's CPU thread count is the cell's (``resolve_threads``, as the worker sets it);
 - every call runs under ``attention_context`` and ``torch.inference_mode()`` with the
@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 def parse_cell(argv: list[str], cuda_available: bool) -> Any:
     """The one CellSpec that ``sdtop run <argv>`` would run (sdtop's own parser and expansion)."""
-    from pipelines.settings import expand
-    from tui.cli import build_run_parser, matrix_from_args
+    from sdtop.pipelines.settings import expand
+    from sdtop.tui.cli import build_run_parser, matrix_from_args
 
     args = build_run_parser().parse_args(argv)
     cells = expand(matrix_from_args(args), cuda_available=cuda_available)
@@ -59,10 +59,9 @@ def main() -> int:
 
     t_start = time.perf_counter()
     import torch
-
-    from pipelines.build import build
-    from pipelines.settings import resolve_threads
-    from profiler.apply import apply_settings, attention_context
+    from sdtop.pipelines.builders.build import build
+    from sdtop.pipelines.settings import resolve_threads
+    from sdtop.profiler.worker.apply import apply_settings, attention_context
 
     spec = parse_cell(rest, cuda_available=torch.cuda.is_available())
     cuda = spec.device.startswith("cuda")

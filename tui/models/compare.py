@@ -1,7 +1,7 @@
 """The summary table's optional columns: a second session beside this one, and the
 figure the seed published for the same cell on one reference GPU.
 
-Everything here is read from :mod:`profiler.compare` and :mod:`profiler.reference`, the
+Everything here is read from :mod:`profiler.report.compare` and :mod:`profiler.report.reference`, the
 code ``sdtop compare`` prints from, so the dashboard and the CLI never disagree on which
 cells match, what the ratio is or which published cell belongs to a row. This module only
 decides what the panel shows: which columns, their headers and texts, and the lines above
@@ -25,15 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiler import reference
-from profiler import status as st
-from profiler.compare import SETTING_TITLES, Comparison, Match, SessionData, compare, setting_text
-from profiler.events import Event
-from profiler.reference import TORCH_LABELS, Published, ReferenceTable
-from profiler.session import session_info
-from profiler.summary import Row
-from tui.models import fmt
-from tui.models.summary import Column
+from ...profiler.contract import status as st
+from ...profiler.contract.events import Event
+from ...profiler.report import reference
+from ...profiler.report.compare import SETTING_TITLES, Comparison, Match, SessionData, compare, setting_text
+from ...profiler.report.info import session_info
+from ...profiler.report.reference import TORCH_LABELS, Published, ReferenceTable
+from ...profiler.report.summary import Row
+from . import fmt
+from .summary import Column
 
 THIS = "A"
 OTHER = "B"
@@ -150,7 +150,7 @@ class CompareModel:
 
     @property
     def comparison(self) -> Comparison | None:
-        """:func:`profiler.compare.compare` of this session (first) and the other one."""
+        """:func:`profiler.report.compare.compare` of this session (first) and the other one."""
         if self.other is None:
             return None
         if self._comparison is None:

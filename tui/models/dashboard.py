@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from profiler import events as ev
-from profiler import summary
-from tui.models.compare import CompareModel
-from tui.models.eventlog import EventLogModel, LogEntry
-from tui.models.header import HeaderModel
-from tui.models.latency import LatencyModel
-from tui.models.memory import MemoryModel
-from tui.models.summary import SummaryModel
+from ...profiler.contract import events as ev
+from ...profiler.report import summary
+from .compare import CompareModel
+from .eventlog import EventLogModel, LogEntry
+from .header import HeaderModel
+from .latency import LatencyModel
+from .memory import MemoryModel
+from .summary import SummaryModel
 
 #: Events after which the summary rows may differ (status or figures of a cell).
 _ROW_EVENTS = (ev.CellFinished, ev.WorkerExited, ev.SessionFinished, ev.Error, ev.CellStarted)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from profiler import events as ev
-from profiler import status as st
-from tui.models import fmt
+from ...profiler.contract import events as ev
+from ...profiler.contract import status as st
+from . import fmt
 
 #: Filters, in the order the filter key cycles through them.
 FILTERS = ("all", "phases", "compile", "problems", "results")

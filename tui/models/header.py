@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.settings import CellSpec
-from profiler import events as ev
-from profiler import status as st
-from tui.models import fmt
+from ...pipelines.settings import CellSpec
+from ...profiler.contract import events as ev
+from ...profiler.contract import status as st
+from . import fmt
 
 #: What the header says for each worker phase. ``first_call`` is "compiling" only for a
 #: compiled cell: an eager first call is just a slow warm-up.

@@ -12,7 +12,7 @@ import bisect
 import math
 from dataclasses import dataclass, field
 
-from profiler import events as ev
+from ...profiler.contract import events as ev
 
 #: Chart roles, drawn in this order (the current call last, so it is on top).
 ROLES = ("first", "warmup", "previous", "current")
@@ -77,7 +77,7 @@ class _Values:
 
 
 def _percentile_sorted(data: list[float], q: float) -> float | None:
-    """:func:`profiler.summary.percentile` (numpy's linear method) of already sorted data."""
+    """:func:`profiler.report.summary.percentile` (numpy's linear method) of already sorted data."""
     if not data:
         return None
     pos = (len(data) - 1) * q / 100.0

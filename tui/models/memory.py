@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from profiler import events as ev
-from tui.models import fmt
+from ...profiler.contract import events as ev
+from . import fmt
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pipelines import registry, settings
-from pipelines.settings import MatrixSpec
+from ...pipelines import registry, settings
+from ...pipelines.settings import MatrixSpec
 
 
 def default_matrix(has_gpu: bool) -> MatrixSpec:
     """The matrix the setup screen starts from: the CLI's embedded default, made explicit
     so the user sees (and can edit) what will run. ``has_gpu`` is the instant guess of
-    :func:`profiler.probe.has_nvidia_gpu`; the worker host has the final word on devices.
+    :func:`profiler.host.probe.has_nvidia_gpu`; the worker host has the final word on devices.
     """
     pipelines, weights = settings.embedded_default(cuda_available=has_gpu)
     return MatrixSpec(pipelines=pipelines, weights=weights)

@@ -1,4 +1,4 @@
-"""The session table: :func:`profiler.summary.rows` plus what a person compares by eye.
+"""The session table: :func:`profiler.report.summary.rows` plus what a person compares by eye.
 
 Rows come from the same function as ``sdtop export``, so the live table and the exported
 CSV never disagree. On top of them this adds the two things the table is for: which
@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from profiler import status as st
-from profiler import summary
-from tui.models import fmt
+from ...profiler.contract import status as st
+from ...profiler.report import summary
+from . import fmt
 
 #: Sort orders, in the order the sort key cycles through them.
 SORTS = ("cell", "it/s", "speedup", "p50", "pipeline", "status")

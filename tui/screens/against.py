@@ -21,9 +21,9 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
-from profiler.compare import SessionData, load_session
-from profiler.session import SessionError
-from tui.models.compare import OTHER
+from ...profiler.host.session import SessionError
+from ...profiler.report.compare import SessionData, load_session
+from ..models.compare import OTHER
 
 
 def load_other(text: str) -> SessionData:

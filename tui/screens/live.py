@@ -22,16 +22,16 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, RichLog
 
-from profiler import summary
-from profiler.compare import SessionData
-from tui.models.dashboard import Dashboard
-from tui.reader import Batch
-from tui.sources import RunController
-from tui.widgets.eventlog import EventsPanel
-from tui.widgets.header import SessionHeader
-from tui.widgets.latency import LatencyPanel
-from tui.widgets.memory import MemoryPanel
-from tui.widgets.summary import SummaryPanel
+from ...profiler.report.compare import SessionData
+from ...profiler.report.render import render
+from ..models.dashboard import Dashboard
+from ..reader import Batch
+from ..sources import RunController
+from ..widgets.eventlog import EventsPanel
+from ..widgets.header import SessionHeader
+from ..widgets.latency import LatencyPanel
+from ..widgets.memory import MemoryPanel
+from ..widgets.summary import SummaryPanel
 
 PANELS = ("latency", "memory", "events", "summary")
 #: Seconds between two redraws of the panels that only show a latest state.
@@ -311,7 +311,7 @@ class LiveScreen(Screen[None]):
     def action_against(self, twin: int = 0) -> None:
         """Ask for a session directory; once loaded it sits beside this one in the summary.
         ``twin`` is 1 from the hidden binding that keeps the key working (BINDINGS)."""
-        from tui.screens.against import AgainstScreen
+        from .against import AgainstScreen
 
         current = self.dashboard.compare.other
         typed = (current.path or "") if current is not None else ""  # start from the one shown
@@ -330,7 +330,7 @@ class LiveScreen(Screen[None]):
     def action_published(self, twin: int = 0) -> None:
         """The next reference GPU's published it/s beside each row (A100 first), then off.
         ``twin`` as for :meth:`action_against`."""
-        from profiler.reference import ReferenceError
+        from ...profiler.report.reference import ReferenceError
 
         try:
             self.dashboard.compare.cycle_gpu()
@@ -358,10 +358,7 @@ class LiveScreen(Screen[None]):
         return path
 
     def action_export_csv(self) -> None:
-        self._export("summary.csv", summary.to_csv(self.dashboard.rows()))
+        self._export("summary.csv", render(self.dashboard.events, "csv"))
 
     def action_export_md(self) -> None:
-        from profiler.session import session_info
-
-        events = self.dashboard.events
-        self._export("summary.md", summary.to_markdown(self.dashboard.rows(), session_info(events).get("environment")))
+        self._export("summary.md", render(self.dashboard.events, "md"))

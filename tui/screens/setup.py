@@ -19,10 +19,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Input, Label, SelectionList, Static
 
-from pipelines import registry, settings
-from pipelines.settings import MatrixSpec
-from tui.messages import StartRequested
-from tui.models.setup import SetupForm, cells_text
+from ...pipelines import registry, settings
+from ...pipelines.settings import MatrixSpec
+from ..messages import StartRequested
+from ..models.setup import SetupForm, cells_text
 
 _NUMBER_FIELDS = (
     ("batch", "batch", "comma list, e.g. 1,4"),

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import RichLog
 
-from tui.models.eventlog import EventLogModel, LogEntry
+from ..models.eventlog import EventLogModel, LogEntry
 
 _SEVERITY_STYLES = {"info": "", "good": "green", "warning": "yellow", "error": "bold red"}
 _CATEGORY_STYLES = {"compile": "magenta", "phase": "cyan", "problem": "red", "result": "", "session": "bold"}

@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual.widget import Widget
 
-from tui.models.header import HeaderModel
+from ..models.header import HeaderModel
 
 _PHASE_STYLE = {
     "compiling": "bold magenta",

@@ -11,8 +11,8 @@ from textual.widget import Widget
 from textual.widgets import Digits, Static
 from textual_plotext import PlotextPlot
 
-from tui.models import fmt
-from tui.models.latency import LatencyModel
+from ..models import fmt
+from ..models.latency import LatencyModel
 
 #: plotext colour per chart role; the first call (compilation) is the odd one out.
 ROLE_COLORS = {"first": "magenta", "warmup": "orange", "previous": "blue", "current": "green"}

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
-from tui.models.memory import Gauge, MemoryModel
+from ..models.memory import Gauge, MemoryModel
 
 _LABEL_W = 8
 _FIGURE_W = 13

@@ -12,10 +12,10 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from profiler import status as st
-from tui.models import fmt
-from tui.models.compare import CompareModel
-from tui.models.summary import Column, SummaryModel, TableRow
+from ...profiler.contract import status as st
+from ..models import fmt
+from ..models.compare import CompareModel
+from ..models.summary import Column, SummaryModel, TableRow
 
 
 def status_style(status: str) -> str:

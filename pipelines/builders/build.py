@@ -41,16 +41,17 @@ import torch
 import transformers
 from accelerate import init_empty_weights
 
-from pipelines import inputs, registry
-from pipelines.settings import CellSpec
-from pipelines.tokenizers import EOS_TOKEN, OPENCLIP_PAD_TOKEN, clip_tokenizer
+from .. import registry
+from ..settings import CellSpec
+from . import inputs
+from .tokenizers import EOS_TOKEN, OPENCLIP_PAD_TOKEN, clip_tokenizer
 
 # SDXL and the x4 upscaler upcast their VAE to fp32 for the decode in fp16 (force_upcast),
 # through a method diffusers 0.42 has deprecated: each call warns although nobody can act on
 # it. The decode still upcasts, as with the real checkpoints; only the message is dropped.
 warnings.filterwarnings("ignore", message=r".*`upcast_vae` is deprecated", category=FutureWarning)
 
-CONFIG_DIR = Path(__file__).with_name("configs")
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 _DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -1,6 +1,6 @@
 """NVML behind one module: lazy init, and every failure a reason string, never an exception.
 
-Parent half (no torch): the sampler (:mod:`profiler.sampler`) reads the worker's GPU from the
+Parent half (no torch): the sampler (:mod:`profiler.host.sampler`) reads the worker's GPU from the
 parent process, so the readings go on while the worker compiles, hangs or dies. This is the
 only module of sdtop that imports ``pynvml`` (nvidia-ml-py), for three reasons:
 
@@ -40,7 +40,7 @@ from typing import Any
 
 MIB = float(1 << 20)
 
-#: Every figure a reading may carry, named as :class:`profiler.events.GpuSample` names them.
+#: Every figure a reading may carry, named as :class:`profiler.contract.events.GpuSample` names them.
 FIGURES = (
     "device_used_mib",
     "device_total_mib",

@@ -1,13 +1,13 @@
 """The worker: build one cell's pipeline, apply its settings, run it, emit events.
 
 Worker process only (imports torch and diffusers). It runs either as a child forked from
-the fork server (:mod:`profiler.forkserver`, the fast path) or as its own process
-(``python -m profiler.worker``, reading one request from stdin). Either way it writes one
+the fork server (:mod:`profiler.worker.forkserver`, the fast path) or as its own process
+(``python -m profiler.worker.cell``, reading one request from stdin). Either way it writes one
 JSON event per line to its events file descriptor and nothing else: stray prints from
 libraries are sent to stderr before anything is imported (see :func:`claim_stdout`).
 
 A failing cell never raises out of :func:`run_cell`: every exception becomes an
-:class:`~profiler.events.Error` event and a status in the seed's vocabulary.
+:class:`~profiler.contract.events.Error` event and a status in the seed's vocabulary.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from pipelines.settings import resolve_threads
-from profiler import __version__, faults, status
-from profiler.events import (
+from ... import __version__
+from ...pipelines.settings import resolve_threads
+from ..contract import faults, status
+from ..contract.events import (
     CallFinished,
     CellFinished,
     Environment,
@@ -44,7 +45,7 @@ Emit = Callable[[Event], None]
 
 
 class Injector:
-    """Fires ``--inject`` faults (:mod:`profiler.faults`): ``check(phase, nth)`` runs at each
+    """Fires ``--inject`` faults (:mod:`profiler.contract.faults`): ``check(phase, nth)`` runs at each
     phase start and before each call, and fails the worker the way a real failure would."""
 
     def __init__(self, cell_index: int, specs: list[faults.Fault]) -> None:
@@ -294,7 +295,7 @@ class CellRun:
         self.calls_in_phase = 0
         self.call = -1
         self.size: tuple[int, int] = (spec.height, spec.width)  # the size calls run at now
-        self.watch: Any = None  # profiler.compile_watch.CompileWatch once settings are applied
+        self.watch: Any = None  # profiler.worker.compile_watch.CompileWatch once settings are applied
 
     def run(self, *, launcher: str, startup_s: float) -> str:
         t0 = time.perf_counter()
@@ -309,10 +310,10 @@ class CellRun:
     def _run(self) -> str:
         import torch
 
-        from pipelines.build import build, set_size
-        from profiler.apply import apply_settings, attention_context
-        from profiler.compile_watch import watch_cell
-        from profiler.timing import TimerSlot, clock_for, instrument, step_callback_kwargs
+        from ...pipelines.builders.build import build, set_size
+        from .apply import apply_settings, attention_context
+        from .compile_watch import watch_cell
+        from .timing import TimerSlot, clock_for, instrument, step_callback_kwargs
 
         spec = self.spec
         self.emit(Environment(cell=self.index, data=device_facts(spec.device)))
@@ -404,7 +405,7 @@ class CellRun:
     ) -> None:
         import torch
 
-        from profiler.timing import StageTimer
+        from .timing import StageTimer
 
         spec = self.spec
         clock.sync()
@@ -506,8 +507,8 @@ def classify(exc: BaseException, phase: str, measured_done: int, compiled: bool)
     """(error kind, status) for an exception raised in ``phase``."""
     import torch
 
-    from pipelines.build import WeightsUnavailable
-    from profiler.apply import Unsupported, is_kernel_unavailable
+    from ...pipelines.builders.build import WeightsUnavailable
+    from .apply import Unsupported, is_kernel_unavailable
 
     if isinstance(exc, torch.OutOfMemoryError):
         return "oom", status.oom(phase, measured_done=measured_done, compiled=compiled)
@@ -523,14 +524,14 @@ def classify(exc: BaseException, phase: str, measured_done: int, compiled: bool)
 
 
 def run_request(request: dict[str, Any], emit: Emit, *, launcher: str, startup_s: float) -> str:
-    from pipelines.settings import CellSpec
+    from ...pipelines.settings import CellSpec
 
     spec = CellSpec.from_dict(request["spec"])
     return CellRun(int(request["cell"]), spec, emit).run(launcher=launcher, startup_s=startup_s)
 
 
 def main() -> int:
-    """``python -m profiler.worker``: one cell per process (the portable launcher).
+    """``python -m profiler.worker.cell``: one cell per process (the portable launcher).
 
     Reads one JSON request line from stdin, writes events to stdout.
     """
@@ -542,7 +543,7 @@ def main() -> int:
     request = json.loads(line)
     import diffusers  # noqa: F401  (counted in startup, as it is for a fresh process)
 
-    import pipelines.build  # noqa: F401
+    from ...pipelines.builders import build  # noqa: F401
 
     emit(Environment(cell=int(request["cell"]), data=versions()))
     run_request(request, emit, launcher="subprocess", startup_s=time.perf_counter() - t0)

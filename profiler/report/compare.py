@@ -1,7 +1,7 @@
 """Sessions side by side: match cells across sessions, ratios, deltas, regressions.
 
 Stdlib only (parent half): ``sdtop compare`` and the dashboard (a second session beside
-the current one) both build their tables here from :class:`profiler.summary.Row` alone,
+the current one) both build their tables here from :class:`profiler.report.summary.Row` alone,
 so the CLI and the UI agree on what matched and what slowed down.
 
 Matching rule
@@ -41,7 +41,7 @@ No textual, no torch: build :class:`SessionData` with :meth:`SessionData.from_ev
 live session) or :func:`load_session` (a second one), call :func:`compare`, then read
 :attr:`Comparison.tables` (one :class:`PipelineTable` per pipeline; :meth:`Match.ratio`,
 :meth:`Match.delta`) or :meth:`Comparison.find` for the match of one of its own rows.
-The reference column comes from :meth:`profiler.reference.ReferenceTable.for_row`.
+The reference column comes from :meth:`profiler.report.reference.ReferenceTable.for_row`.
 
 Regressions (``--fail-below R``)
 --------------------------------
@@ -63,10 +63,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines import registry
-from profiler import status as st
-from profiler.events import Event
-from profiler.reference import (
+from ...pipelines import registry
+from ..contract import status as st
+from ..contract.events import Event
+from ..host.session import Session
+from .info import session_info
+from .reference import (
     TORCH_LABELS,
     TORCHES,
     Published,
@@ -76,8 +78,7 @@ from profiler.reference import (
     published_note,
     torch_column_for,
 )
-from profiler.session import Session, session_info
-from profiler.summary import UNIT_LINE, Row, csv_value, rows
+from .summary import UNIT_LINE, Row, csv_value, rows
 
 #: Settings a cell is matched on (besides pipeline and stage), in column order.
 SETTINGS: tuple[str, ...] = ("attention", "compile", "dtype", "batch_size", "size", "steps", "weights", "channels_last")
@@ -136,7 +137,7 @@ MISSING = "missing"
 @dataclass(frozen=True)
 class SessionData:
     """One side of a comparison: a label ("A", "B", ...), its summary rows, and its
-    session.json facts (``info``, from :func:`profiler.session.session_info`). Built from a
+    session.json facts (``info``, from :func:`profiler.host.session.session_info`). Built from a
     directory (:func:`load_session`) or from events already in memory
     (:meth:`from_events`: the dashboard's live session)."""
 
@@ -193,7 +194,7 @@ class SessionData:
 
 def load_session(path: str | Path, label: str, on_warning: Callable[[str], None] | None = None) -> SessionData:
     """A session directory as :class:`SessionData`. Raises
-    :class:`profiler.session.SessionError` (one line) for a path that is not a session."""
+    :class:`profiler.host.session.SessionError` (one line) for a path that is not a session."""
     session = Session.open(path)
     return SessionData.from_events(session.events(on_warning=on_warning), label, path)
 
@@ -549,7 +550,7 @@ class ReferenceView:
 def reference_view(cmp: Comparison, table: ReferenceTable, torch: str = "auto") -> ReferenceView:
     """Published columns for ``cmp``: ``torch`` is ``2.0``, ``nightly``, ``both``, or
     ``auto`` (the column closest to the first session's torch; see
-    :func:`profiler.reference.torch_column_for`)."""
+    :func:`profiler.report.reference.torch_column_for`)."""
     first = cmp.sessions[0]
     version = next(iter(first.version("torch")), None)
     if torch == "both":

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from profiler.events import Event, StepTimed
+from ..contract.events import Event, StepTimed
 
 
 class CpuClock:

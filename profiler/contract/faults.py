@@ -17,7 +17,7 @@ Grammar (comma list): ``KIND:PHASE[:N][@CELL]``
 
 The parent passes the spec to the worker host in the ``SDTOP_INJECT`` environment variable;
 stdlib only here, so the CLI can validate it without torch. The worker fires them
-(:class:`profiler.worker.Injector`).
+(:class:`profiler.worker.cell.Injector`).
 """
 
 from __future__ import annotations

@@ -248,7 +248,7 @@ class ReferenceTable:
         return out
 
     def for_row(self, row: Any, *, torch: str | None = None) -> dict[str, Published | None]:
-        """:meth:`lookup` for a :class:`profiler.summary.Row` (or anything with ``pipeline``,
+        """:meth:`lookup` for a :class:`profiler.report.summary.Row` (or anything with ``pipeline``,
         ``stage``, ``batch_size`` and ``compile_mode``): the call the UI's summary panel makes
         for its optional reference column. ``torch`` defaults to the column closest to the
         row's own ``torch_version``. An unknown batch size gives None for every GPU."""
@@ -294,7 +294,7 @@ def load(source: str = "seed") -> ReferenceTable:
     """A shipped reference by name (``seed``: the copy inside the package, so it works
     from a wheel without the repository) or a CSV file in the same format."""
     if source in SHIPPED:
-        data = resources.files("profiler").joinpath("data", SHIPPED[source]).read_text(encoding="utf-8")
+        data = resources.files(__package__).joinpath("data", SHIPPED[source]).read_text(encoding="utf-8")
         return parse_table(data, name=source, description=SEED_DESCRIPTION)
     path = Path(source)
     if not path.is_file():

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelines.settings import CellSpec
-from profiler.events import Environment, WorkerExited, decode, encode
+from ...pipelines.settings import CellSpec
+from ..contract.events import Environment, WorkerExited, decode, encode
 
 
 class LaunchError(RuntimeError):
@@ -85,10 +85,33 @@ def _worker_env() -> dict[str, str]:
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    # The worker imports the same source tree as the parent, also when not installed.
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+def module_argv(python: str, module: str) -> list[str]:
+    """Run ``module`` the way ``python -m`` would, but with nothing of the user's working
+    directory on ``sys.path``: a folder of theirs named like one of ours must never replace it.
+    ``-P`` (3.11+) says exactly that; 3.10 drops the path entry by hand."""
+    if sys.version_info >= (3, 11):
+        return [python, "-P", "-m", module]
+    code = f"import runpy, sys; sys.path.pop(0); runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    return [python, "-c", code]
+
+
+def stderr_tail(path: Path | None, offset: int, lines: int = 3, limit: int = 300) -> str:
+    """The last lines a process wrote to its stderr file since ``offset``, folded into one
+    line: what really failed (a traceback's last line), not a guess."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    tail = [ln.strip() for ln in text.splitlines() if ln.strip()][-lines:]
+    folded = " | ".join(tail)
+    return folded if len(folded) <= limit else "…" + folded[-(limit - 1) :]
 
 
 def _pid_of(line: str) -> int | None:
@@ -117,6 +140,7 @@ class ForkServerLauncher:
         self._hello: dict[str, Any] | None = None
         self._stderr: Any = None
         self._tmp_log: Any = None
+        self._stderr_offset = 0
 
     # The fork server is (re)started lazily: after a crash of the server itself the next
     # cell gets a new one.
@@ -132,8 +156,9 @@ class ForkServerLauncher:
                 self._stderr = self._tmp_log
             else:
                 self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115
+        self._stderr_offset = self._stderr.tell() if hasattr(self._stderr, "tell") else 0
         self.proc = subprocess.Popen(
-            [self.python, "-m", "profiler.forkserver"],
+            module_argv(self.python, "sdtop.profiler.worker.forkserver"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -166,10 +191,10 @@ class ForkServerLauncher:
                     self._hello = dict(ev.data)
                     return self._hello
             if self.reader.eof or self.proc.poll() is not None:
-                raise LaunchError(
-                    f"the worker host exited during start-up (exit code {self.proc.poll()}); "
-                    "is torch installed? (pip install torch, then sdtop[worker])"
-                )
+                rc = self.proc.wait()
+                self._stderr.flush()
+                why = stderr_tail(Path(self._stderr.name), self._stderr_offset) or "it wrote nothing to stderr"
+                raise LaunchError(f"the worker host exited during start-up (exit code {rc}): {why}")
         raise LaunchError(f"the worker host did not start within {timeout:.0f} s")
 
     def start(self, cell: int, spec: CellSpec) -> WorkerHandle:
@@ -260,7 +285,7 @@ class _ForkHandle:
 
 
 class SubprocessLauncher:
-    """A fresh ``python -m profiler.worker`` per cell: no shared state at all, ~5 s a cell."""
+    """A fresh ``python -P -m sdtop.profiler.worker.cell`` per cell: no shared state at all, ~5 s a cell."""
 
     name = "subprocess"
 
@@ -275,7 +300,8 @@ class SubprocessLauncher:
     def hello(self, timeout: float = 300.0) -> dict[str, Any]:
         if self._hello is None:
             code = (
-                "from profiler.worker import quiet_libraries, versions; quiet_libraries(); "
+                "import sys; sys.path.pop(0); "
+                "from sdtop.profiler.worker.cell import quiet_libraries, versions; quiet_libraries(); "
                 "import json; print(json.dumps(versions()))"
             )
             try:
@@ -286,6 +312,9 @@ class SubprocessLauncher:
                     timeout=timeout,
                     check=True,
                 ).stdout
+            except subprocess.CalledProcessError as exc:
+                why = " | ".join(exc.stderr.decode(errors="replace").strip().splitlines()[-3:]) or str(exc)
+                raise LaunchError(f"the worker's Python could not report its versions: {why}") from None
             except (subprocess.SubprocessError, OSError) as exc:
                 raise LaunchError(f"the worker's Python could not report its versions ({exc})") from None
             self._hello = json.loads(out.decode().strip().splitlines()[-1])
@@ -295,7 +324,7 @@ class SubprocessLauncher:
     def start(self, cell: int, spec: CellSpec) -> WorkerHandle:
         stderr = open(self.stderr_path, "ab") if self.stderr_path else subprocess.DEVNULL  # noqa: SIM115
         proc = subprocess.Popen(
-            [self.python, "-m", "profiler.worker"],
+            module_argv(self.python, "sdtop.profiler.worker.cell"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,

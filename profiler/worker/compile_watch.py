@@ -4,7 +4,7 @@ limits and skipped CUDA graphs, emitted as events while they happen (worker half
 This is the ONE module of sdtop that touches torch's private compile APIs
 (``torch._dynamo``, ``torch._inductor``, ``torch._logging`` internals). They change between
 releases, so every use is guarded (``hasattr``/``try`` and :func:`torch_version`): where one
-is missing, the cell runs exactly as without sdtop, a :class:`~profiler.events.Log` says
+is missing, the cell runs exactly as without sdtop, a :class:`~profiler.contract.events.Log` says
 "compile telemetry n/a: <why>", and the missing figures are "n/a" (text) or None
 (numbers). A failure inside an observer never reaches torch's compiler either: each
 callback and log handler swallows its own errors and reports them once, as a Log.
@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 
-from profiler.events import (
+from ..contract.events import (
     CompileFinished,
     CompileStarted,
     CudagraphSkip,
@@ -656,7 +656,7 @@ def _refused_text(text: str) -> str:
 
 def compiled_modules(built: Any) -> Iterator[tuple[str, torch.nn.Module]]:
     """(key, module) of every module ``apply_compile`` wrapped, as the pipeline holds it now."""
-    from profiler.apply import denoisers
+    from .apply import denoisers
 
     for key, _pipe, _attr, module in denoisers(built):
         yield key, module

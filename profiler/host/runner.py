@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.settings import BadInput, CellSpec, MatrixSpec, expand, validate_matrix
-from profiler import __version__, status
-from profiler.events import (
+from ... import __version__
+from ...pipelines.settings import BadInput, CellSpec, MatrixSpec, expand, validate_matrix
+from ..contract import status
+from ..contract.events import (
     CellFinished,
     CellStarted,
     CompileFinished,
@@ -37,9 +38,9 @@ from profiler.events import (
     WorkerStarted,
     decode,
 )
-from profiler.launcher import Launcher, LaunchError, make_launcher
-from profiler.sampler import DEFAULT_SAMPLE_MS, Sampler
-from profiler.session import Session, SessionError
+from .launcher import Launcher, LaunchError, make_launcher
+from .sampler import DEFAULT_SAMPLE_MS, Sampler
+from .session import Session, SessionError
 
 OnEvent = Callable[[Event], None]
 
@@ -49,13 +50,15 @@ POLL_S = 0.25
 #: Defaults for the hang detector: no event from the worker for this long means stalled.
 #: Compilation (the first call of a compiled cell, or an open torch.compile) is silent for
 #: minutes on a big UNet, so it has its own, longer limit.
+#: Rebuilds a session's derived files from its directory (the report layer's finalize).
+Derive = Callable[[Path], None]
 STALL_TIMEOUT_S = 300.0
 COMPILE_TIMEOUT_S = 1800.0
 
 
 def git_sha() -> str:
     """The source tree's commit, where sdtop runs from a checkout (no git binary needed)."""
-    root = Path(__file__).resolve().parent.parent / ".git"
+    root = Path(__file__).resolve().parents[2] / ".git"
     try:
         head = (root / "HEAD").read_text().strip()
         if head.startswith("ref: "):
@@ -96,6 +99,7 @@ class Runner:
         resumed: bool = False,
         sample_ms: float = DEFAULT_SAMPLE_MS,
         sampler: Sampler | None = None,
+        derive: Derive | None = None,
     ) -> None:
         self.session = session
         self.cells = list(cells)
@@ -104,11 +108,14 @@ class Runner:
         self.argv = list(argv)
         self.env = dict(env or {})
         self.on_event = on_event
+        # The derived files (summaries, session.json) are the report layer's, above this one:
+        # the caller hands in how to rebuild them (sdtop.profiler.report.render.finalize).
+        self.derive = derive
         self.queue: list[int] = list(range(len(self.cells))) if queue is None else list(queue)
         self.resumed = resumed
         self.stall_timeout = stall_timeout
         self.compile_timeout = compile_timeout
-        # Telemetry (profiler/sampler.py): the parent samples the worker's pid (host figures,
+        # Telemetry (profiler/host/sampler.py): the parent samples the worker's pid (host figures,
         # NVML) so readings go on while the worker compiles, hangs or dies; 0 turns it off.
         if sampler is None and sample_ms > 0:
             sampler = Sampler(interval_s=sample_ms / 1000.0)
@@ -201,7 +208,8 @@ class Runner:
             if self.sampler is not None:
                 self.sampler.close()  # releases NVML
             self.launcher.close()
-            self.session.finalize()
+            if self.derive is not None:
+                self.derive(self.session.dir)
         return self.status
 
     def _run_cell(self, idx: int) -> None:
@@ -352,6 +360,7 @@ def prepare(
     stall_timeout: float = STALL_TIMEOUT_S,
     compile_timeout: float = COMPILE_TIMEOUT_S,
     sample_ms: float = DEFAULT_SAMPLE_MS,
+    derive: Derive | None = None,
 ) -> Runner:
     """Validate, start the worker host, resolve defaults against it, create the session.
 
@@ -381,6 +390,7 @@ def prepare(
         stall_timeout=stall_timeout,
         compile_timeout=compile_timeout,
         sample_ms=sample_ms,
+        derive=derive,
     )
 
 
@@ -425,6 +435,7 @@ def resume(
     stall_timeout: float = STALL_TIMEOUT_S,
     compile_timeout: float = COMPILE_TIMEOUT_S,
     sample_ms: float = DEFAULT_SAMPLE_MS,
+    derive: Derive | None = None,
 ) -> Runner:
     """Continue a session: run its unfinished cells with the settings it recorded, appending
     to the same events.jsonl; finished cells are kept as they are."""
@@ -456,6 +467,7 @@ def resume(
         sample_ms=sample_ms,
         queue=todo,
         resumed=True,
+        derive=derive,
     )
     if warnings:
         runner.emit([Log(level="warning", message=w) for w in warnings])

@@ -5,12 +5,12 @@ minutes, hung in a kernel or being killed by an OOM cannot report anything, and 
 exactly the moments a user looks at memory. The parent keeps sampling the worker's process
 id until the cell ends, and one last sample is taken after the worker is gone.
 
-One :class:`Sampler` per session (it owns NVML's lifetime, see :mod:`profiler.nvml`); one
+One :class:`Sampler` per session (it owns NVML's lifetime, see :mod:`profiler.host.nvml`); one
 cell is watched at a time. The runner calls :meth:`Sampler.start` when the worker's
 ``WorkerStarted`` arrives (the pid), :meth:`Sampler.set_device` when the worker's cell-level
 ``Environment`` arrives (its device and PCI bus id), :meth:`Sampler.stop` at the cell's end
 and :meth:`Sampler.close` at the session's end. Samples are events
-(:class:`~profiler.events.HostSample`, :class:`~profiler.events.GpuSample`, and ``Log``
+(:class:`~profiler.contract.events.HostSample`, :class:`~profiler.contract.events.GpuSample`, and ``Log``
 lines for what could not be read): the sampler thread only queues them, and the runner's
 own thread drains the queue into the session with the worker's events, so the session
 file, the progress display and the UI are only ever touched from one thread. Every sample
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from profiler.events import Event, GpuSample, HostSample, Log
-from profiler.nvml import FIGURES, Device, Nvml, format_pci
+from ..contract.events import Event, GpuSample, HostSample, Log
+from .nvml import FIGURES, Device, Nvml, format_pci
 
 DEFAULT_SAMPLE_MS = 100
 #: How long :meth:`Sampler.stop` waits for a sample in progress. A sample takes milliseconds;

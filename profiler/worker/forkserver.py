@@ -6,7 +6,7 @@ leak between cells. So this process imports everything once, WITHOUT running a s
 torch op or touching CUDA (both make fork unsafe), and forks one child per cell. Each child
 is a fresh copy of that clean state; it runs the cell and exits.
 
-Protocol (the parent is :class:`profiler.launcher.ForkServerLauncher`):
+Protocol (the parent is :class:`profiler.host.launcher.ForkServerLauncher`):
 - stdout (a private fd; fd 1 itself is pointed at stderr): JSON event lines. The server
   writes one session-level :class:`Environment` when ready and a :class:`WorkerExited`
   after each child; children write their own events in between. Only one child runs at a
@@ -24,8 +24,8 @@ import signal
 import sys
 import time
 
-from profiler.events import Environment, Log, WorkerExited
-from profiler.worker import FdEmitter, claim_stdout, quiet_libraries, run_request, versions
+from ..contract.events import Environment, Log, WorkerExited
+from .cell import FdEmitter, claim_stdout, quiet_libraries, run_request, versions
 
 
 def die_with_parent() -> None:
@@ -51,8 +51,8 @@ def preload() -> None:
     import diffusers
     import transformers
 
-    from pipelines import registry
-    from pipelines.build import parameter_counts
+    from ...pipelines import registry
+    from ...pipelines.builders.build import parameter_counts
 
     for spec in registry.PIPELINES.values():
         for stage in spec.stages:
@@ -85,9 +85,10 @@ def main() -> int:
     import diffusers  # noqa: F401
     import torch
 
-    import pipelines.build  # noqa: F401  (pulls every pipeline class)
-    import profiler.apply
-    import profiler.timing  # noqa: F401
+    from ...pipelines.builders import build  # noqa: F401  (pulls every pipeline class)
+    from . import (
+        timing,  # noqa: F401
+    )
 
     preload()
     data = versions()

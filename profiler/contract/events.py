@@ -216,7 +216,7 @@ class Error(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class CellFinished(Event):
-    """The cell's final status, in the seed's vocabulary (see :mod:`profiler.status`)."""
+    """The cell's final status, in the seed's vocabulary (see :mod:`profiler.contract.status`)."""
 
     KIND: ClassVar[str] = "cell_finished"
     status: str = "ok"
@@ -286,8 +286,8 @@ class TorchMemory(Event):
 
 
 # --- torch.compile -------------------------------------------------------------------------
-# Emitted by profiler.compile_watch. ``module`` is the compiled module being called when
-# torch compiled ("unet", "controlnet", "I.unet": profiler.apply.module_key), "" when none
+# Emitted by profiler.worker.compile_watch. ``module`` is the compiled module being called when
+# torch compiled ("unet", "controlnet", "I.unet": profiler.worker.apply.module_key), "" when none
 # was; ``call`` is the cell's call index at the time (-1: outside any call). Text fields
 # torch did not provide in the running version read "n/a", numbers None.
 

@@ -3,13 +3,14 @@
 Stdlib only (parent half). Layout of a session directory::
 
     events.jsonl   every event, one JSON line each, appended as it arrives (never rewritten)
-    session.json   derived: what ran, where, and how it ended (:func:`session_info`)
-    summary.csv    derived: one row per (cell, stage) (:mod:`profiler.summary`)
+    session.json   derived: what ran, where, and how it ended (report layer)
+    summary.csv    derived: one row per (cell, stage) (:mod:`profiler.report.summary`)
     summary.md     derived: the seed's tables
 
-Only ``events.jsonl`` is written during a run; the three derived files are (re)written by
-:meth:`Session.finalize` from ``events.jsonl`` alone, atomically, so ``sdtop export`` can
-rebuild them at any time and a crash mid-write never leaves a half file behind.
+Only ``events.jsonl`` is written during a run; the three derived files are (re)written by the
+report layer (:func:`sdtop.profiler.report.summary.finalize`) from ``events.jsonl`` alone,
+atomically, so ``sdtop export`` can rebuild them at any time and a crash mid-write never
+leaves a half file behind.
 
 A parent killed mid-write can leave a torn last line. Readers skip it with a warning (the
 rest of the session is intact and worth showing); a corrupt line anywhere else means the
@@ -20,7 +21,6 @@ file was damaged by something other than a crash, and reading stops with a
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import math
 import os
@@ -30,15 +30,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from profiler import summary
-from profiler.events import (
-    SCHEMA_VERSION,
-    CellStarted,
-    Environment,
+from ..contract.events import (
     Event,
     SchemaError,
-    SessionFinished,
-    SessionStarted,
     decode,
     encode,
     to_dict,
@@ -220,27 +214,6 @@ class Session:
         """Every event recorded so far (see :func:`read_events`)."""
         return read_events(self.events_path, on_warning=on_warning or self.on_warning)
 
-    def finalize(self, *, live: bool = False) -> None:
-        """(Re)write session.json, summary.csv and summary.md from events.jsonl alone.
-
-        Each file is written to a temporary file in the same directory and renamed over
-        the old one, so a reader never sees half a file and a crash leaves the previous
-        version. The output depends on the events only (no clock, no host facts), so
-        running it twice, or later with ``sdtop export``, gives byte-identical files.
-        ``live`` marks a session whose writer is still running (status "running" instead
-        of "incomplete" when no SessionFinished has been recorded).
-        """
-        evs = self.events()
-        info = session_info(evs, live=live)
-        table = summary.rows(evs)
-        files = {
-            SESSION_FILE: json.dumps(info, indent=2, ensure_ascii=False, default=str) + "\n",
-            SUMMARY_CSV: summary.to_csv(table),
-            SUMMARY_MD: summary.to_markdown(table, env=info["environment"]),
-        }
-        for name, text in files.items():
-            _atomic_write(self.dir / name, text)
-
 
 # --- reading ------------------------------------------------------------------------------
 
@@ -278,84 +251,6 @@ def read_events(path: Path | str, on_warning: Warn | None = None) -> list[Event]
     if pending is not None and on_warning is not None:
         on_warning(f"{p.name} line {pending[0]} is incomplete (torn write); skipped")
     return out
-
-
-# --- session.json -------------------------------------------------------------------------
-
-
-def session_info(events: Iterable[Event], *, live: bool = False) -> dict[str, Any]:
-    """What session.json holds, derived from events alone.
-
-    - identity from the first ``SessionStarted`` (a resumed session appends another one;
-      ``resumed`` counts them);
-    - ``matrix`` and ``argv`` as first requested; ``n_cells`` from the latest
-      ``SessionStarted.cells`` (else ``CellStarted.n_cells``);
-    - ``environment``: session-level ``Environment`` data, then the device facts of the
-      first cell-level ``Environment`` for keys the session level lacks (device_name,
-      driver, cuda: only a worker that touched the device knows them); ``devices`` lists
-      every distinct device_name seen;
-    - ``status``: the ``SessionFinished`` after the latest ``SessionStarted``; without one,
-      "running" if ``live`` (the writer is alive) else "incomplete" (it died);
-    - ``duration_s``: summed over every run's ``SessionFinished`` (time spent running,
-      not the gap before a resume);
-    - cell counts from the same statuses the summary uses.
-    """
-    evs = list(events)
-    starts = [e for e in evs if isinstance(e, SessionStarted)]
-    first = starts[0] if starts else None
-    latest = starts[-1] if starts else None
-    latest_pos = evs.index(latest) if latest is not None else -1
-    finishes = [e for e in evs if isinstance(e, SessionFinished)]
-    final = next(
-        (e for e in reversed(evs[latest_pos + 1 :]) if isinstance(e, SessionFinished)),
-        None,
-    )
-
-    env = summary.session_environment(evs)
-    devices: list[str] = []
-    cell_env_seen = False
-    for ev in evs:
-        if isinstance(ev, Environment) and ev.cell >= 0:
-            if not cell_env_seen:
-                for key, value in ev.data.items():
-                    env.setdefault(key, value)
-                cell_env_seen = True
-            name = ev.data.get("device_name")
-            if name and str(name) not in devices:
-                devices.append(str(name))
-
-    n_cells = len(latest.cells) if latest is not None and latest.cells else 0
-    if not n_cells:
-        n_cells = max((e.n_cells for e in evs if isinstance(e, CellStarted)), default=0)
-    statuses = summary.cell_statuses(evs)
-    started_at = first.ts if first is not None else (evs[0].ts if evs else None)
-
-    # Without a SessionFinished only the caller knows whether the writer is alive.
-    unfinished = summary.RUNNING if live else "incomplete"
-    status = final.status if final is not None else unfinished
-    durations = [e.duration_s for e in finishes if isinstance(e.duration_s, int | float)]
-
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "session_id": first.session_id if first is not None else "",
-        "sdtop_version": first.sdtop_version if first is not None else "",
-        "argv": list(first.argv) if first is not None else [],
-        "matrix": dict(first.matrix) if first is not None else {},
-        "resumed": max(len(starts) - 1, 0),
-        "environment": env,
-        "devices": devices,
-        "started_at": started_at,
-        "started_at_utc": _iso(started_at),
-        "finished_at": final.ts if final is not None else None,
-        "finished_at_utc": _iso(final.ts) if final is not None else None,
-        "duration_s": math.fsum(durations) if final is not None and durations else None,
-        "status": status,
-        "reason": final.reason if final is not None else "",
-        "n_cells": n_cells,
-        "cells_started": len(statuses),
-        "cells_finished": sum(1 for s in statuses.values() if s != summary.RUNNING),
-        "cells_ok": sum(1 for s in statuses.values() if s == "ok"),
-    }
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -397,7 +292,7 @@ def _last_line_start(fh: IO[bytes], size: int) -> int:
     return 0
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file and a rename (readers see the old or
     the new file, never half of one)."""
     fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
@@ -416,12 +311,6 @@ def _atomic_write(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None or not math.isfinite(ts):
-        return None
-    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _reason(exc: OSError) -> str:

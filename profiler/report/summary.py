@@ -30,7 +30,7 @@ figures never include compilation; ``measured_calls`` counts the calls that rema
 ``it_per_s``
     Denoising iterations per second. For each measured call of the row's stage,
     ``steps / loop_s`` (``loop_s`` runs from entering the denoising loop to the end of the
-    last step, see :class:`profiler.events.StageTimed`); the row's value is the **median**
+    last step, see :class:`profiler.contract.events.StageTimed`); the row's value is the **median**
     over measured calls. This is *not* the progress-bar rate the seed published: tqdm's
     figure is a smoothed average over the bar's own updates, which is similar but not the
     same number, so the two are kept apart here and in the README.
@@ -64,7 +64,7 @@ figures never include compilation; ``measured_calls`` counts the calls that rema
     How many measured calls fed the row's ``it_per_s`` (a cell that ran out of memory on its
     3rd call has figures from 2).
 
-torch.compile columns, from the compile events (:mod:`profiler.compile_watch`) of the
+torch.compile columns, from the compile events (:mod:`profiler.worker.compile_watch`) of the
 row's calls, attributed to stages by module ("I.unet" -> ``I``; "unet", "controlnet" ->
 ``main``). Empty for an uncompiled cell, and for a compiled one whose worker could not
 observe compiles (its log says "compile telemetry n/a"): unknown is not zero.
@@ -127,7 +127,7 @@ upscaled size.
 
 Status
 ------
-In the seed's vocabulary (:mod:`profiler.status`): ``CellFinished.status`` when the cell
+In the seed's vocabulary (:mod:`profiler.contract.status`): ``CellFinished.status`` when the cell
 has one; otherwise derived from its last ``Error``; otherwise ``crashed: ...`` from
 ``WorkerExited``; otherwise ``running`` (or ``interrupted`` when the session has already
 finished around it).
@@ -146,16 +146,15 @@ import csv
 import dataclasses
 import io
 import itertools
-import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines import registry
-from profiler import status as st
-from profiler.events import (
+from ...pipelines import registry
+from ..contract import status as st
+from ..contract.events import (
     CallFinished,
     CellFinished,
     CellStarted,
@@ -186,7 +185,7 @@ INTERRUPTED = "interrupted"
 NOT_RUN = "-"
 #: What a Markdown table shows for an ok cell that produced no figure (no measured call).
 NO_FIGURE = "n/a"
-#: Compile-callback triggers that are not compilations (profiler.compile_watch logs them).
+#: Compile-callback triggers that are not compilations (profiler.worker.compile_watch logs them).
 _NOT_COMPILES = ("cudagraph_recording", "triton_autotuning")
 
 Size = tuple[int, int]
@@ -770,21 +769,6 @@ def csv_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}" if math.isfinite(v) else ""
     return str(v)
-
-
-# --- JSON ---------------------------------------------------------------------------------
-
-
-def to_json(events: Iterable[Event]) -> str:
-    """``{"session": session_info(...), "rows": [...]}``, indented, one trailing newline;
-    row figures at full precision (JSON readers are programs, not people)."""
-    # session.py imports this module for finalize(); importing it here, at call time, keeps
-    # the two modules free of an import cycle.
-    from profiler.session import session_info
-
-    evs = list(events)
-    doc = {"session": session_info(evs), "rows": [r.to_dict() for r in rows(evs)]}
-    return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
 # --- Markdown -----------------------------------------------------------------------------

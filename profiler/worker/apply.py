@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from pipelines.build import BuiltPipeline
-from pipelines.settings import CellSpec
+from ...pipelines.builders.build import BuiltPipeline
+from ...pipelines.settings import CellSpec
 
 
 class Unsupported(RuntimeError):

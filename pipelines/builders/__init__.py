@@ -1,0 +1,1 @@
+"""Builders for the worker process alone: they import torch, diffusers and transformers."""
