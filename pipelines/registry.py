@@ -42,10 +42,6 @@ class PipelineSpec:
     seed_note: str = ""
 
     @property
-    def stage_names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.stages)
-
-    @property
     def checkpoint(self) -> str:
         return self.stages[0].checkpoint
 
@@ -146,3 +142,9 @@ def stages_for(name: str, batch_size: int) -> tuple[StageInfo, ...]:
     if name == "if-cascade" and batch_size > 1:
         return spec.stages[:1]
     return spec.stages
+
+
+def module_key(stage: str, attr: str) -> str:
+    """The name of a pipeline's module in events (``module`` of compile events, keys of
+    ``SettingsApplied``): "unet" for the main stage, "I.unet" in a cascade's stage I."""
+    return attr if stage == "main" else f"{stage}.{attr}"

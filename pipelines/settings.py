@@ -11,8 +11,8 @@ import dataclasses
 import itertools
 import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from . import registry
@@ -137,7 +137,6 @@ class MatrixSpec:
     device: str | None = None
     seed: int = 0
     prompt: str = DEFAULT_PROMPT
-    extra: dict[str, Any] = field(default_factory=dict)
     # Per cell, not axes: every cell runs all these sizes in turn (see CellSpec).
     resolutions: tuple[Size, ...] = ()
     on_recompile: str = "warn"
@@ -159,27 +158,14 @@ class MatrixSpec:
             kw["resolutions"] = _sizes(kw["resolutions"])
         return cls(**kw)
 
-    def n_cells(self) -> int:
-        n = 1
-        pipes, weights = (self.pipelines, self.weights)
-        if not pipes or not weights:
-            dp, dw = embedded_default(cuda_available=False)
-            pipes, weights = pipes or dp, weights or dw
-        for axis in (
-            pipes,
-            weights,
-            self.attention,
-            self.compile_modes,
-            self.dtypes or ("auto",),
-            self.batch_sizes,
-            self.steps,
-        ):
-            n *= len(axis)
-        compiled = sum(1 for m in self.compile_modes if m != "none")
-        uncompiled = len(self.compile_modes) - compiled
-        # compile backends multiply only the compiled modes
-        n = n // len(self.compile_modes) * (uncompiled + compiled * len(self.compile_backends))
-        return n
+    def __post_init__(self) -> None:
+        # The one place a matrix is checked: every way of making one (the CLI, the setup
+        # screen, a recorded session, code) goes through here, so a MatrixSpec is valid.
+        validate_matrix(self)
+
+    def n_cells(self, *, cuda_available: bool) -> int:
+        """How many cells :func:`expand` makes on a host with (or without) CUDA."""
+        return len(expand(self, cuda_available=cuda_available))
 
 
 # --- parsing helpers (shared by the CLI and the setup screen) -------------------------------
@@ -270,6 +256,59 @@ def validate_model(model: str | None) -> str | None:
     return model
 
 
+#: Options whose text is a comma list of choices: the MatrixSpec field each fills, its choices.
+CHOICE_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "--pipeline": ("pipelines", registry.PIPELINE_NAMES),
+    "--weights": ("weights", WEIGHTS),
+    "--attention": ("attention", ATTENTION),
+    "--compile": ("compile_modes", COMPILE_MODES),
+    "--compile-backend": ("compile_backends", COMPILE_BACKENDS),
+    "--dtype": ("dtypes", DTYPES),
+}
+#: Options whose text is a comma list of whole numbers (an axis), and their fields.
+INT_LIST_OPTIONS = {"--batch": "batch_sizes", "--steps": "steps"}
+#: Options that take one whole number, their fields and minimum.
+INT_OPTIONS = {
+    "--iterations": ("iterations", 1),
+    "--warmup": ("warmup", 0),
+    "--seed": ("seed", 0),
+    "--threads": ("threads", 0),
+}
+
+
+def parse_matrix(texts: Mapping[str, str | None], base: MatrixSpec | None = None, **typed: Any) -> MatrixSpec:
+    """A matrix from option texts as a user typed them (``{"--batch": "1,4", ...}``; a
+    missing or None text keeps ``base``'s value), plus already-typed fields (flags, prompt).
+
+    The CLI and the setup screen both come here: the text is turned into values (a number
+    that is not a number is refused here), and the resulting MatrixSpec checks the rules.
+    """
+    kw: dict[str, Any] = dict(typed)
+    for option, (name, valid) in CHOICE_OPTIONS.items():
+        text = texts.get(option)
+        if text is None:
+            continue
+        kw[name] = parse_choices(option, text, valid) if text.strip() or option != "--dtype" else None
+    for option, name in INT_LIST_OPTIONS.items():
+        if texts.get(option) is not None:
+            kw[name] = parse_ints(option, str(texts[option]))
+    for option, (name, minimum) in INT_OPTIONS.items():
+        if texts.get(option) is not None:
+            kw[name] = parse_int(option, str(texts[option]).strip(), minimum=minimum)
+    for option in ("--height", "--width"):
+        if option in texts:
+            kw[option[2:]] = parse_size(option, (texts[option] or "").strip())
+    if texts.get("--device"):
+        kw["device"] = str(texts["--device"]).strip()
+    if "--model" in texts:
+        kw["model"] = validate_model(texts["--model"])
+    if texts.get("--resolutions") is not None:
+        kw["resolutions"] = parse_resolutions("--resolutions", texts["--resolutions"])
+    if texts.get("--on-recompile") is not None:
+        kw["on_recompile"] = str(texts["--on-recompile"]).strip()
+    return dataclasses.replace(base or MatrixSpec(), **kw)
+
+
 def embedded_default(*, cuda_available: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(pipelines, weights) when the user names none: every pipeline on tiny weights on a
     CPU box (runs in minutes), SD 1.5's real architecture with random weights on a GPU."""
@@ -279,7 +318,11 @@ def embedded_default(*, cuda_available: bool) -> tuple[tuple[str, ...], tuple[st
 
 
 def validate_matrix(m: MatrixSpec) -> MatrixSpec:
-    """Check a matrix built by code (the setup screen) with the CLI's rules and messages."""
+    """The rules of a matrix, with the CLI's messages (run by ``MatrixSpec.__post_init__``).
+
+    A --model path's existence is checked where the text is parsed (:func:`parse_matrix`),
+    not here: a recorded session's matrix stays readable on a machine without that folder.
+    """
     if m.pipelines:
         parse_choices("--pipeline", m.pipelines, registry.PIPELINE_NAMES)
     if m.weights:
@@ -301,7 +344,10 @@ def validate_matrix(m: MatrixSpec) -> MatrixSpec:
     if m.resolutions and (m.height is not None or m.width is not None):
         raise BadInput("--resolutions gives every size a cell runs; drop --height/--width")
     parse_choices("--on-recompile", [m.on_recompile], ON_RECOMPILE)
-    validate_model(m.model)
+    parse_int("--seed", m.seed, minimum=0)
+    parse_int("--threads", m.threads, minimum=0)
+    if m.model and not _REPO_ID.match(m.model) and not os.path.isabs(m.model):
+        raise BadInput(f"--model {m.model!r} is neither an absolute directory nor a hub id like 'owner/name'")
     if m.model and m.weights and "hub" not in m.weights:
         raise BadInput("--model applies to --weights hub only; add hub to --weights or drop --model")
     return m
@@ -334,7 +380,6 @@ def resolve_device(requested: str | None, cuda_available: bool) -> str:
 def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
     """The cross product of the matrix in a stable order: pipeline, weights, batch, steps,
     dtype, attention, compile mode, backend (compiled modes only)."""
-    validate_matrix(m)
     device = resolve_device(m.device, cuda_available)
     default_pipes, default_weights = embedded_default(cuda_available=device == "cuda")
     pipes = m.pipelines or default_pipes

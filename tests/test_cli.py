@@ -56,6 +56,7 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], expected: str, capsys
     assert "Traceback" not in err
 
 
+@pytest.mark.e2e  # a real `sdtop run` process (refused before any worker starts)
 def test_the_console_script_prints_no_traceback(tmp_path: Path) -> None:
     """Through a real process too: exit status and stderr as a user sees them."""
     proc = subprocess.run(

@@ -188,18 +188,6 @@ def test_mixed_devices_and_versions_are_compared_but_said() -> None:
     assert cmp.compare([a, data([spec()], "B")]).notes == ()
 
 
-def test_find_gives_the_dashboard_its_ratio() -> None:
-    a = data([spec(batch_size=1), spec(batch_size=4)], "A")
-    b = data([spec(batch_size=4)], "B")
-    c = cmp.compare([a, b])
-    found = c.find(1, cell=0, stage="main")
-    assert found is not None and found[1].settings["batch_size"] == 4 and found[1].ratio(1) is not None
-    assert c.find(1, cell=5, stage="main") is None
-
-
-# --- regressions ----------------------------------------------------------------------------
-
-
 def test_regressions_below_the_threshold_and_failed_cells() -> None:
     a = data([spec(batch_size=b) for b in (1, 4, 16)], "A", overrides={i: {"step_ms": pinned(40.0)} for i in range(3)})
     b = data(
@@ -409,6 +397,7 @@ def test_a_bad_reference_file_is_one_line(
 # --- end to end -----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_two_tiny_real_sessions_compare(tmp_path: Path) -> None:
     """Two real ``sdtop run`` sessions (tiny weights, sdpa vs classic), compared as a user
     would: the ratio table, --fail-below tripping on a demand no run can meet, the seed's

@@ -87,6 +87,7 @@ def watched(module: Any, key: str, rec: Recorder, **kw: Any) -> tuple[Any, Compi
 # --- a tiny UNet at two sizes ------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_new_size_gives_exactly_one_recompile_with_torchs_reason(tiny_unet: Any) -> None:
     rec = Recorder()
     compiled, watch = watched(tiny_unet, "unet", rec)
@@ -119,6 +120,7 @@ def test_a_new_size_gives_exactly_one_recompile_with_torchs_reason(tiny_unet: An
     assert all(e.inductor_s is None and e.fail_reason == "" for e in finished)  # eager: no inductor share
 
 
+@pytest.mark.e2e
 def test_close_undoes_every_hook_and_log_setting(tiny_unet: Any) -> None:
     names = (compile_watch.RECOMPILES_LOGGER, compile_watch.GRAPH_BREAKS_LOGGER, compile_watch.CONVERT_FRAME_LOGGER)
     before = {n: (logging.getLogger(n).propagate, list(logging.getLogger(n).handlers)) for n in names}
@@ -134,6 +136,7 @@ def test_close_undoes_every_hook_and_log_setting(tiny_unet: Any) -> None:
 # --- graph breaks, the stance, the limit ---------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_forced_graph_break_is_reported_with_its_reason_and_location() -> None:
     rec = Recorder()
     compiled, watch = watched(Breaks(), "breaks", rec, fullgraph=False)
@@ -149,6 +152,7 @@ def test_a_forced_graph_break_is_reported_with_its_reason_and_location() -> None
     assert first.graph_breaks == 1
 
 
+@pytest.mark.e2e
 def test_fail_on_recompile_refuses_a_new_shape_and_names_the_guard() -> None:
     rec = Recorder()
     compiled, watch = watched(Double(), "double", rec)
@@ -164,6 +168,7 @@ def test_fail_on_recompile_refuses_a_new_shape_and_names_the_guard() -> None:
     compiled(torch.randn(5, 4))  # close() put the stance back: torch may compile again
 
 
+@pytest.mark.e2e
 def test_the_recompile_limit_is_reported_and_the_frame_runs_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
     monkeypatch.setattr(torch._dynamo.config, "automatic_dynamic_shapes", False)
@@ -240,6 +245,7 @@ def test_guard_failures_and_refusals_are_read_from_torchs_text() -> None:
 # --- the worker: --on-recompile fail ----------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_on_recompile_fail_ends_the_cell_with_the_guard_failure() -> None:
     """A whole cell in this process, as the worker runs it: 64x64 compiles and is measured,
     then 96x96 would recompile, which the stance set after warmup refuses."""

@@ -138,7 +138,7 @@ def test_run_sh_runs_the_check_on_the_telemetry_session() -> None:
 def test_every_run_line_has_a_valid_sample_interval() -> None:
     from sdtop.tui import cli
 
-    from tests.test_gpu_script import _run_commands
+    from tests.helpers_gpu import run_commands
 
-    intervals = [cli.sample_ms_from_args(cli.build_run_parser().parse_args(argv)) for argv in _run_commands()]
+    intervals = [cli.sample_ms_from_args(cli.build_run_parser().parse_args(argv)) for argv in run_commands()]
     assert 50 in intervals and all(i >= 10 for i in intervals)

@@ -128,16 +128,29 @@ def test_a_worker_error_event_is_kept_verbatim(tmp_path: Path) -> None:
 def test_worker_lines_are_recorded_as_received(tmp_path: Path) -> None:
     """A newer worker's extra field survives in events.jsonl (nothing recorded is lost),
     and the runner does not re-encode what it received."""
-    launcher = FakeLauncher()
-    original_start = launcher.start
-
-    def start(cell: int, spec: object) -> object:
-        handle = original_start(cell, spec)  # type: ignore[arg-type]
-        handle.pending.insert(1, '{"kind":"phase_started","v":1,"ts":5.0,"cell":0,"phase":"build","future":42}')
-        return handle
-
-    launcher.start = start  # type: ignore[method-assign]
-    runner = prepare(_matrix(), tmp_path / "s", launcher=launcher, derive=finalize)
+    newer = '{"kind":"phase_started","v":1,"ts":5.0,"cell":0,"phase":"build","future":42}'
+    script = Script([WorkerStarted(cell=0, pid=7), newer, CellFinished(cell=0, status="ok")])
+    runner = prepare(_matrix(), tmp_path / "s", launcher=FakeLauncher({0: script}), derive=finalize)
     runner.run()
     lines = (tmp_path / "s" / "events.jsonl").read_text().splitlines()
     assert '{"kind":"phase_started","v":1,"ts":5.0,"cell":0,"phase":"build","future":42}' in lines
+
+
+def test_each_worker_line_is_decoded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handle decodes (it needs the pid and the exit itself); the runner takes its events
+    instead of decoding the line again."""
+    from sdtop.profiler.contract import events
+
+    loads = events.json.loads
+    calls: list[str] = []
+
+    def counting(line: str | bytes) -> object:
+        calls.append(str(line))
+        return loads(line)
+
+    monkeypatch.setattr(events.json, "loads", counting)
+    runner = prepare(_matrix(2), tmp_path / "s", launcher=FakeLauncher(), sample_ms=0)
+    runner.run()
+    monkeypatch.setattr(events.json, "loads", loads)
+    # ok_script's three lines per cell (the exit the fake handle makes is never a line to read)
+    assert len(calls) == 2 * 3, calls

@@ -434,6 +434,7 @@ def test_sample_ms_zero_turns_sampling_off(tmp_path: Path) -> None:
 # --- sdtop run, for real --------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_sdtop_run_fills_host_columns_and_says_once_why_gpu_is_na(tmp_path: Path) -> None:
     out = tmp_path / "s"
     argv = ["run", "--pipeline", "sd-txt2img", "--weights", "tiny", "--steps", "2", "--iterations", "1"]

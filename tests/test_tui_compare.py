@@ -26,7 +26,7 @@ from sdtop.tui.widgets.summary import SummaryPanel
 from textual.widgets import DataTable, Input, Static
 
 from tests.helpers_events import H100, session_events
-from tests.test_tui_app import SESSIONS, FakePrepare, fixture_events, until
+from tests.tui_support import SESSIONS, FakePrepare, fixture_events, until
 
 A100 = "NVIDIA A100-SXM4-80GB"
 GPUS = ("A100", "V100", "T4", "RTX 3090", "RTX 4090")

@@ -30,7 +30,7 @@ from textual.widget import Widget
 from textual.widgets import Input
 
 from sdtop import tui
-from tests.test_tui_app import FakePrepare, until
+from tests.tui_support import FakePrepare, until
 
 SESSIONS = Path(__file__).parent / "fixtures" / "sessions"
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]

@@ -120,7 +120,7 @@ class SdtopApp(App[int]):
                 has_gpu = has_nvidia_gpu()
             from .screens.setup import SetupScreen
 
-            await self.push_screen(SetupScreen(default_matrix(has_gpu)))
+            await self.push_screen(SetupScreen(default_matrix(has_gpu), cuda_available=has_gpu))
 
     async def _load_against(self, path: Path) -> bool:
         """Read the ``--against`` session before the first screen; a path that is not a
@@ -214,7 +214,7 @@ class SdtopApp(App[int]):
         if (self.from_setup or self.runs > 1) and self.matrix is not None:
             from .screens.setup import SetupScreen
 
-            setup = SetupScreen(self.matrix)
+            setup = SetupScreen(self.matrix, cuda_available=bool(self.has_gpu))
             await self.switch_screen(setup)
             setup.show_error(error)
         else:
@@ -242,7 +242,7 @@ class SdtopApp(App[int]):
         matrix = self.matrix or self._recorded_matrix() or default_matrix(bool(self.has_gpu))
         from .screens.setup import SetupScreen
 
-        self.push_screen(SetupScreen(matrix, read_only=read_only, can_go_back=True))
+        self.push_screen(SetupScreen(matrix, read_only=read_only, can_go_back=True, cuda_available=bool(self.has_gpu)))
 
     def _recorded_matrix(self) -> MatrixSpec | None:
         if self.live is None:

@@ -123,43 +123,28 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
 
 
 def matrix_from_args(args: argparse.Namespace) -> Any:
-    """Turn parsed options into a validated MatrixSpec (BadInput on the first bad value)."""
-    from ..pipelines import registry, settings
+    """Turn parsed options into a MatrixSpec (BadInput on the first bad value): the option
+    texts go to the same parser the setup screen uses; the MatrixSpec checks the rules."""
+    from ..pipelines import settings
 
-    kw: dict[str, Any] = {
-        "pipelines": settings.parse_choices("--pipeline", args.pipeline, registry.PIPELINE_NAMES)
-        if args.pipeline
-        else (),
-        "weights": settings.parse_choices("--weights", args.weights, settings.WEIGHTS) if args.weights else (),
-        "model": settings.validate_model(args.model),
-        "attention": settings.parse_choices("--attention", args.attention, settings.ATTENTION),
-        "compile_modes": settings.parse_choices("--compile", args.compile, settings.COMPILE_MODES),
+    texts = {f"--{name.replace('_', '-')}": getattr(args, name, None) for name in _MATRIX_TEXT_OPTIONS}
+    typed: dict[str, Any] = {
         "fullgraph": bool(args.fullgraph),
-        "compile_backends": settings.parse_choices(
-            "--compile-backend", args.compile_backend, settings.COMPILE_BACKENDS
-        ),
         "channels_last": bool(args.channels_last),
-        "dtypes": settings.parse_choices("--dtype", args.dtype, settings.DTYPES) if args.dtype else None,
-        "batch_sizes": settings.parse_ints("--batch", args.batch),
-        "steps": settings.parse_ints("--steps", args.steps),
-        "height": settings.parse_size("--height", args.height),
-        "width": settings.parse_size("--width", args.width),
-        "iterations": settings.parse_int("--iterations", args.iterations),
-        "warmup": settings.parse_int("--warmup", args.warmup, minimum=0),
-        "device": settings.parse_choices("--device", args.device, settings.DEVICES)[0] if args.device else None,
-        "seed": settings.parse_int("--seed", args.seed, minimum=0),
-        "threads": settings.parse_int("--threads", args.threads, minimum=0),
+        "trace_dir": _trace_dir(getattr(args, "trace", None)),
     }
     if args.prompt is not None:
-        kw["prompt"] = args.prompt
-    kw["resolutions"] = settings.parse_resolutions("--resolutions", getattr(args, "resolutions", None))
-    kw["on_recompile"] = settings.parse_choices(
-        "--on-recompile", getattr(args, "on_recompile", "warn") or "warn", settings.ON_RECOMPILE
-    )[0]
-    kw["trace_dir"] = _trace_dir(getattr(args, "trace", None))
+        typed["prompt"] = args.prompt
     if args.launcher is not None and args.launcher not in ("forkserver", "subprocess"):
         raise settings.BadInput(f"unknown --launcher value {args.launcher!r}; valid: forkserver, subprocess")
-    return settings.validate_matrix(settings.MatrixSpec(**kw))
+    return settings.parse_matrix(texts, **typed)
+
+
+#: argparse names of the options whose text :func:`settings.parse_matrix` reads.
+_MATRIX_TEXT_OPTIONS = (
+    "pipeline", "weights", "model", "attention", "compile", "compile_backend", "dtype", "batch", "steps",
+    "height", "width", "iterations", "warmup", "device", "seed", "threads", "resolutions", "on_recompile",
+)  # fmt: skip
 
 
 def run_limits(args: argparse.Namespace) -> dict[str, float]:
@@ -328,16 +313,18 @@ def write_output(text: str, output: str | None) -> None:
 
 
 def cmd_export(argv: Sequence[str]) -> int:
-    from ..profiler.host.session import Session
+    """Rebuild a table from events.jsonl, streamed (a million-line log is folded, not
+    loaded); the session is not live, so a cell it left unfinished reads ``interrupted``."""
+    from ..profiler.host.session import Session, iter_events
     from ..profiler.report.render import render
 
     args = build_export_parser().parse_args(argv)
     session = Session.open(args.dir)
     warnings: list[str] = []
-    events = session.events(on_warning=warnings.append)
+    text = render(iter_events(session.events_path, on_warning=warnings.append), args.format, live=False)
     for w in warnings:
         print(f"sdtop: warning: {w}", file=sys.stderr)
-    write_output(render(events, args.format), args.output)
+    write_output(text, args.output)
     return 0
 
 
@@ -385,18 +372,20 @@ def cmd_compare(argv: Sequence[str]) -> int:
 
 
 def cmd_run(argv: Sequence[str]) -> int:
-    from ..profiler.host.runner import check_out, prepare, resume
+    from ..profiler.host.runner import prepare, resume
     from ..profiler.report.render import finalize
     from .progress import RunProgress
 
     args = build_run_parser().parse_args(argv)
     timeouts = run_limits(args)
     matrix = None if args.resume else matrix_from_args(args)
-    if matrix is not None:
-        check_out(args.out, force=args.force)
     progress = RunProgress(sys.stderr)
-    print("sdtop: starting the worker host (imports torch once)...", file=sys.stderr)
+
+    def announce(text: str) -> None:
+        print(f"sdtop: {text}", file=sys.stderr)
+
     if args.resume:
+        announce("starting the worker host (imports torch once)...")
         runner = resume(
             args.resume,
             argv=["sdtop", "run", *argv],
@@ -405,7 +394,7 @@ def cmd_run(argv: Sequence[str]) -> int:
             derive=finalize,
             **timeouts,
         )
-        print(f"sdtop: resuming: {len(runner.queue)} of {runner.n_cells} cell(s) to run", file=sys.stderr)
+        announce(f"resuming: {len(runner.queue)} of {runner.n_cells} cell(s) to run")
     else:
         assert matrix is not None
         runner = prepare(
@@ -416,6 +405,7 @@ def cmd_run(argv: Sequence[str]) -> int:
             on_event=progress.on_event,
             launcher=args.launcher,
             derive=finalize,
+            announce=announce,
             **timeouts,
         )
     progress.start(runner.n_cells, runner.session.dir)
@@ -482,7 +472,6 @@ def cmd_app(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from ..pipelines.settings import BadInput
 
     errors: tuple[type[BaseException], ...] = (UsageError, BadInput)

@@ -1,18 +1,27 @@
 """``sdtop run``'s progress display: cell k/N with its settings, phase, call, step, it/s.
 
-Fed from the runner's thread by :meth:`RunProgress.on_event`; it only updates a few fields
-and lets rich redraw at a low, fixed rate, so on a 2-core box the display does not compete
-with the pipeline it measures. When stderr is not a terminal (CI, a pipe) it prints one
-line per finished cell instead.
+Built on the dashboard's own view-models (:class:`tui.models.header.HeaderModel` for the
+cell, phase, call/step and elapsed/ETA; :class:`tui.models.latency.LatencyModel` for it/s
+and p50; :class:`tui.models.memory.MemoryModel` for the worker's memory; the figures
+written by :mod:`tui.models.fmt`), so ``sdtop run`` and the dashboard say the same thing
+in the same words, and a value they cannot show (None, NaN) is shown as "—" by the same
+formatters instead of raising: this runs inside the runner's thread, where an exception
+once stopped a whole matrix.
+
+Fed from the runner's thread by :meth:`RunProgress.on_event`; it folds the event and lets
+rich redraw at a low, fixed rate, so on a 2-core box the display does not compete with
+the pipeline it measures. When stderr is not a terminal (CI, a pipe) it prints one line
+per finished cell instead.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from ..pipelines.settings import CellSpec
 from ..profiler.contract.events import (
     CellFinished,
     CellStarted,
@@ -20,55 +29,44 @@ from ..profiler.contract.events import (
     Event,
     GpuSample,
     GraphBreak,
-    HostSample,
     Log,
     PhaseStarted,
     Recompile,
     RecompileLimit,
-    StageTimed,
     StepTimed,
 )
-from ..profiler.contract.status import one_line
-
-PHASE_WORDS = {
-    "build": "building",
-    "apply": "applying settings",
-    "first_call": "first call (compiling)",
-    "warmup": "warmup",
-    "measure": "measuring",
-}
+from ..profiler.contract.status import is_ok, one_line
+from .models import fmt
+from .models.header import HeaderModel
+from .models.latency import LatencyModel
+from .models.memory import MemoryModel
 
 
 class RunProgress:
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], *, clock: Callable[[], float] = time.time) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.lock = threading.Lock()
+        self.clock = clock
+        self.header = HeaderModel()
+        self.latency = LatencyModel()
+        self.memory = MemoryModel()
         self.n_cells = 0
         self.done = 0
-        self.cell: CellSpec | None = None
-        self.cell_index = -1
-        self.phase = "starting"
-        self.call = 0
-        self.calls = 0
-        self.step = 0
-        self.steps = 0
-        self.its: float | None = None
         self.live: Any = None
         self.bad_input = ""  # the first error the user must fix (e.g. weights that cannot be had)
         self.gpu_na_said: set[str] = set()  # each "GPU figures n/a" reason is printed once
-        self.gpu_mib: float | None = None  # the worker's GPU memory (NVML), else
-        self.rss_mib: float | None = None  # its resident memory (psutil)
 
     def start(self, n_cells: int, session_dir: Path) -> None:
         self.n_cells = n_cells
+        self.header.n_cells = max(self.header.n_cells, n_cells)
         self.stream.write(f"sdtop: {n_cells} cell(s) -> {session_dir}\n")
         if self.tty:
             from rich.console import Console
             from rich.live import Live
 
             # The renderable builds the table from the current state at each refresh (4 Hz),
-            # so a step event only updates a few fields: no table is built per step.
+            # so a step event only updates the models: no table is built per step.
             self.live = Live(_View(self), console=Console(file=self.stream), refresh_per_second=4, transient=True)
             self.live.start()
 
@@ -77,82 +75,93 @@ class RunProgress:
             self.live.stop()
             self.live = None
 
+    # --- what is shown -----------------------------------------------------------------------
+
+    def figures(self) -> str:
+        """it/s, p50, the worker's memory and how many cells are done: the dashboard's words."""
+        parts = [f"{fmt.rate(self.latency.it_per_s())} it/s"]
+        p50 = self.latency.p50()
+        if p50 is not None:
+            parts.append(f"p50 {fmt.ms(p50)} ms")
+        m = self.memory
+        if m.has_gpu and m.gpu is not None:
+            used = m.gpu.process_used_mib if m.gpu.process_used_mib is not None else m.gpu.device_used_mib
+            parts.append(f"GPU {fmt.mib(used)}")
+        elif m.host is not None and m.host.rss_mib is not None:
+            parts.append(f"RSS {fmt.mib(m.host.rss_mib)}")
+        parts.append(f"{self.done} done")
+        return " · ".join(parts)
+
+    def status_line(self) -> str:
+        """Phase, call i/K, step s/S, elapsed, ETA (the header's third line), then the figures."""
+        h = self.header
+        pairs = [*h.progress(), *h.timing(self.clock() if not h.is_over() else None)]
+        return " · ".join([h.phase_label(), *(f"{label} {value}" for label, value in pairs), self.figures()])
+
     def _render(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
+        with self.lock:
+            cell = self.header.cell_line()
+            status = self.status_line()
         t = Table.grid(padding=(0, 1))
-        t.add_column(style="bold cyan")
         t.add_column()
-        label = self.cell.label() if self.cell else ""
-        t.add_row(f"cell {self.cell_index + 1}/{self.n_cells}", label)
-        its = f"{self.its:.2f} it/s" if self.its is not None else "-"
-        if self.gpu_mib is not None:
-            its += f" · GPU {self.gpu_mib:.0f} MiB"
-        elif self.rss_mib is not None:
-            its += f" · RSS {self.rss_mib:.0f} MiB"
-        t.add_row(
-            self.phase,
-            f"call {self.call}/{self.calls} · step {self.step}/{self.steps} · {its} · {self.done} done",
-        )
+        t.add_row(Text(cell, style="bold cyan", no_wrap=True, overflow="ellipsis"))
+        t.add_row(Text(status, no_wrap=True, overflow="ellipsis"))
         return t
 
+    # --- folding -----------------------------------------------------------------------------
+
     def on_event(self, ev: Event) -> None:
-        with self.lock:
-            self._update(ev)
+        """Never raises: a display bug must not stop the matrix it displays."""
+        try:
+            with self.lock:
+                self._update(ev)
             if self.live is not None and isinstance(ev, CellStarted | PhaseStarted | CellFinished):
                 self.live.refresh()  # milestones show at once; steps wait for the next tick
+        except Exception as exc:  # the run matters more than its display
+            self._print(f"sdtop: warning: progress display: {type(exc).__name__}: {one_line(str(exc), 200)}")
 
     def _update(self, ev: Event) -> None:
+        if type(ev) is StepTimed:  # thousands a second: the two models that show steps
+            self.header.feed_steps((ev,))
+            self.latency.feed_steps((ev,))
+            return
+        self.header.feed(ev)
+        self.latency.feed(ev)
+        self.memory.feed(ev)
         if isinstance(ev, CellStarted):
-            self.cell = CellSpec.from_dict(ev.settings)
-            self.cell_index = ev.cell
-            self.phase = "starting"
-            self.calls = self.cell.warmup + self.cell.iterations
-            self.steps = self.cell.steps
-            self.call = self.step = 0
-            self.its = None
-            self.gpu_mib = self.rss_mib = None
             if self.live is None:  # a log, not a screen: say what is starting
-                self._print(f"[{ev.cell + 1}/{self.n_cells}] started: {self.cell.label()}")
-        elif isinstance(ev, PhaseStarted):
-            self.phase = PHASE_WORDS.get(ev.phase, ev.phase)
-        elif isinstance(ev, StepTimed):
-            self.call = ev.call + 1
-            self.step = ev.step + 1
-            if ev.ms > 0:
-                self.its = 1000.0 / ev.ms
-        elif isinstance(ev, StageTimed) and ev.loop_s > 0:
-            self.its = ev.steps / ev.loop_s
+                self._print(f"[{ev.cell + 1}/{self._total()}] started: {self._label()}")
         elif isinstance(ev, CellFinished):
             self.done += 1
-            label = self.cell.label() if self.cell else ""
-            msg = f"[{ev.cell + 1}/{self.n_cells}] {label}: {ev.status}"
-            if self.its is not None and ev.status == "ok":
-                msg += f" · last call {self.its:.2f} it/s"
+            msg = f"[{ev.cell + 1}/{self._total()}] {self._label()}: {ev.status}"
+            its = self.latency.it_per_s()
+            if its is not None and is_ok(ev.status):
+                msg += f" · last call {fmt.rate(its)} it/s"
             self._print(msg)
         elif isinstance(ev, Error) and ev.error_kind == "bad-input" and not self.bad_input:
-            msg = ev.message
+            msg = ev.message or ""
             self.bad_input = msg.split(": ", 1)[-1] if msg.startswith("WeightsUnavailable") else msg
         elif isinstance(ev, Log) and ev.level in ("warning", "error"):
             self._print(f"sdtop: {ev.level}: {ev.message}")
         elif isinstance(ev, Recompile | RecompileLimit | GraphBreak):
-            self._print(f"[{ev.cell + 1}/{self.n_cells}] {compile_line(ev)}")
-        elif isinstance(ev, HostSample):
-            self.rss_mib = ev.rss_mib if ev.rss_mib is not None else self.rss_mib
-        elif isinstance(ev, GpuSample):
-            self._gpu_sample(ev)
+            self._print(f"[{ev.cell + 1}/{self._total()}] {compile_line(ev)}")
+        elif isinstance(ev, GpuSample) and ev.status != "ok":
+            # the sampler records the reason in the session too; say it once per reason
+            reason = ev.status.removeprefix("n/a:").strip() or ev.status
+            if reason not in self.gpu_na_said:
+                self.gpu_na_said.add(reason)
+                self._print(f"sdtop: GPU figures n/a: {reason}; host figures (worker RSS, CPU %, memory) recorded")
 
-    def _gpu_sample(self, ev: GpuSample) -> None:
-        """Keep the worker's GPU memory for the live line; say once per reason why GPU
-        figures are n/a (the sampler records the reason in the session too)."""
-        if ev.status == "ok":
-            used = ev.process_used_mib if ev.process_used_mib is not None else ev.device_used_mib
-            self.gpu_mib = used if used is not None else self.gpu_mib
-            return
-        reason = ev.status.removeprefix("n/a:").strip() or ev.status
-        if reason not in self.gpu_na_said:
-            self.gpu_na_said.add(reason)
-            self._print(f"sdtop: GPU figures n/a: {reason}; host figures (worker RSS, CPU %, memory) recorded")
+    def _label(self) -> str:
+        """The cell's settings on one line: the header's words (``CellProgress.label``)."""
+        cur = self.header.current
+        return cur.label() if cur is not None else ""
+
+    def _total(self) -> int | str:
+        return self.header.n_cells or self.n_cells or "?"
 
     def _print(self, msg: str) -> None:
         if self.live is not None:

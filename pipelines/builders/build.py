@@ -34,8 +34,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
 import diffusers
 import torch
 import transformers
@@ -476,10 +474,6 @@ def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _key(info: registry.PipelineSpec, stage: str, attr: str) -> str:
-    return f"{stage}.{attr}" if len(info.stages) > 1 else attr
-
-
 def build(spec: CellSpec) -> BuiltPipeline:
     """Build every stage of ``spec`` on ``spec.device`` in ``torch_dtype(spec.dtype)``.
 
@@ -516,7 +510,7 @@ def build(spec: CellSpec) -> BuiltPipeline:
             )
         )
         for attr, module in _models(pipe):
-            parameters[_key(info, stage.name, attr)] = _count(module)
+            parameters[registry.module_key(stage.name, attr)] = _count(module)
     return BuiltPipeline(spec=spec, stages=runs, parameters=parameters)
 
 
@@ -552,7 +546,9 @@ def parameter_counts(pipeline: str, weights: str = "random") -> dict[str, int]:
         for attr in _MODEL_ATTRS:  # the same key order as build()
             for stem in stems:
                 if _component_name(stem) == attr:
-                    counts[_key(info, stage.name, attr)] = _stem_count("random" if weights == "hub" else weights, stem)
+                    counts[registry.module_key(stage.name, attr)] = _stem_count(
+                        "random" if weights == "hub" else weights, stem
+                    )
     return counts
 
 

@@ -14,21 +14,18 @@ Worker only (imports transformers).
 from __future__ import annotations
 
 import functools
-import os
-
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from transformers import CLIPTokenizer
 
 CLIP_VOCAB_SIZE = 49408
-BOS_TOKEN = "<|startoftext|>"
-EOS_TOKEN = "<|endoftext|>"
+BOS_TOKEN = "<|startoftext|>"  # noqa: S105 - a vocabulary token, not a secret
+EOS_TOKEN = "<|endoftext|>"  # noqa: S105 - a vocabulary token, not a secret
 BOS_ID = 49406
 EOS_ID = 49407
 MODEL_MAX_LENGTH = 77
 # OpenAI's CLIP-L tokenizer pads with <|endoftext|>; the OpenCLIP tokenizers shipped with
 # SD 2.x / the x4 upscaler and SDXL's tokenizer_2 pad with "!" (id 0 in both vocabularies).
-OPENCLIP_PAD_TOKEN = "!"
+OPENCLIP_PAD_TOKEN = "!"  # noqa: S105 - a vocabulary token, not a secret
 
 
 def _bytes_to_unicode() -> dict[int, str]:

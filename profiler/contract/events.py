@@ -11,25 +11,46 @@ Rules that keep old sessions readable:
 - add fields with defaults, never repurpose one; bump ``SCHEMA_VERSION`` on a breaking change;
 - a line with an unknown ``kind`` decodes to :class:`UnknownEvent` (kept, not dropped), and
   unknown fields of a known kind are ignored, so a newer worker can feed an older parent.
+
+Decoding is typed: every field of a decoded event holds its annotated type, whatever the line
+held; a value that does not fit is replaced and reported (see "reading" below). The tables
+that make this cheap are built once, at import, from the dataclasses themselves: the
+annotations are the one statement of the schema.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 import math
+import sys
 import time
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 SCHEMA_VERSION = 1
 
 #: Phases of one cell, in order. ``startup`` is the worker process becoming ready
 #: (fork or imports); ``first_call`` includes any torch.compile compilation.
 PHASES = ("startup", "build", "apply", "first_call", "warmup", "measure")
+#: The phases before any pipeline call: an OOM there is "OOM during load".
+LOAD_PHASES = PHASES[:3]
+#: The phases made of pipeline calls (each call's events carry its index).
+CALL_PHASES = PHASES[3:]
 
 #: What a call was for. Only ``measured`` calls feed it/s and step percentiles.
 CALL_KINDS = ("first", "warmup", "measured")
+
+#: ``trigger`` values of torch's compile callbacks that are not compiles (CUDA-graph
+#: recording, triton autotuning): the worker logs them instead of emitting compile events,
+#: and compile-time figures must leave them out.
+NOT_COMPILE_TRIGGERS = ("cudagraph_recording", "triton_autotuning")
+
 
 #: Error kinds carried by :class:`Error`.
 ERROR_KINDS = ("oom", "unsupported", "crash", "bad-input", "error", "stall", "interrupted")
@@ -287,7 +308,7 @@ class TorchMemory(Event):
 
 # --- torch.compile -------------------------------------------------------------------------
 # Emitted by profiler.worker.compile_watch. ``module`` is the compiled module being called when
-# torch compiled ("unet", "controlnet", "I.unet": profiler.worker.apply.module_key), "" when none
+# torch compiled ("unet", "controlnet", "I.unet": :func:`sdtop.pipelines.registry.module_key`), "" when none
 # was; ``call`` is the cell's call index at the time (-1: outside any call). Text fields
 # torch did not provide in the running version read "n/a", numbers None.
 
@@ -414,19 +435,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 
-_FIELDS: dict[type[Event], frozenset[str]] = {
-    cls: frozenset(f.name for f in dataclasses.fields(cls)) for cls in EVENT_TYPES.values()
-}
-
-
-def register(cls: type[Event]) -> type[Event]:
-    """Add an event type (later features declare theirs beside the code that emits them)."""
-    if not cls.KIND or (cls.KIND in EVENT_TYPES and EVENT_TYPES[cls.KIND] is not cls):
-        raise ValueError(f"event kind {cls.KIND!r} is empty or taken")
-    EVENT_TYPES[cls.KIND] = cls
-    _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))
-    return cls
-
 
 def to_dict(event: Event) -> dict[str, Any]:
     if isinstance(event, UnknownEvent):
@@ -457,36 +465,327 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def from_dict(d: dict[str, Any]) -> Event:
+# --- reading: one decode per line, every value coerced to its annotated type ---------------
+#
+# Why coerce: every consumer (the runner, the UI's models, the summaries) does arithmetic on
+# these fields, and a worker of another version, a hand-edited session or a NaN timing must
+# not turn into a TypeError three layers up (a ``None`` step time once stopped a whole matrix
+# inside the progress display). So a decoded event always holds what its annotations say.
+#
+# The rules (hand-tested in tests/test_contract.py):
+#   int    int as is; an integral float (3.0) and a numeric string ("3") are converted; a bool
+#          is not an int here (it is a type confusion, not a count).
+#   float  int or float, or a numeric string; must be finite. Fields named ``ms`` or ending
+#          in ``_s`` are durations and must also be >= 0.
+#   str    str; an int or float becomes its text.
+#   bool   bool; 0 and 1 too.
+#   list[X] / tuple[X, ...] / dict[str, X]: the container and each element, recursively.
+#   Any    arbitrary JSON (environment facts, settings dicts): kept as is.
+#   X | None: None is a value, not a failure.
+# A value that fails becomes None where the annotation admits None; else NaN for a float
+# (no figure: 0.0 would be a made-up measurement that percentiles would use) and the field's
+# default otherwise (``ts``, made by a factory: the time the line was read). Each failure
+# yields one :class:`FieldWarning` naming the kind and field.
+# A missing field takes its default silently (older sessions lack newer fields), and fields
+# this version does not know are ignored (the raw line, kept by the session, still has them).
+
+Coerce = Callable[[Any], Any]
+_MAX = sys.float_info.max
+
+
+class FieldWarning(NamedTuple):
+    """A value of a received line that did not fit its field; ``str()`` is the message."""
+
+    kind: str
+    field: str  # "" for a line-level problem (an unknown kind)
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Received(NamedTuple):
+    """One line from a worker, decoded once (by the launcher's handle; the runner and every
+    observer use the result). ``line`` is the line as received, kept verbatim in the session
+    so fields a newer worker adds survive; None when it was not an event at all, in which
+    case ``event`` is a warning :class:`Log` saying why."""
+
+    line: str | None
+    event: Event
+    warnings: list[FieldWarning]
+
+
+def _describe(v: Any) -> str:
+    text = json.dumps(v, default=str) if not isinstance(v, float) else repr(v)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _to_int(v: Any) -> int:
+    t = type(v)
+    if t is int:
+        return v
+    if t is float and v.is_integer():
+        return int(v)
+    if t is str:
+        return int(v.strip())
+    raise TypeError("not an int")
+
+
+def _to_float(v: Any) -> float:
+    t = type(v)
+    if t is float:
+        x: float = v
+    elif t is int or t is str:
+        x = float(v)
+    else:
+        raise TypeError("not a float")
+    if not math.isfinite(x):
+        raise ValueError("not finite")
+    return x
+
+
+def _to_duration(v: Any) -> float:
+    x = _to_float(v)
+    if x < 0.0:
+        raise ValueError("negative")
+    return x
+
+
+def _to_str(v: Any) -> str:
+    t = type(v)
+    if t is str:
+        return v
+    if t is int or t is float:
+        return str(v)
+    raise TypeError("not a str")
+
+
+def _to_bool(v: Any) -> bool:
+    if type(v) is bool:
+        return v
+    if type(v) is int and v in (0, 1):
+        return bool(v)
+    raise TypeError("not a bool")
+
+
+def _none() -> None:
+    return None
+
+
+def _any(v: Any) -> Any:
+    return v
+
+
+def _optional(inner: Coerce) -> Coerce:
+    def coerce(v: Any) -> Any:
+        return None if v is None else inner(v)
+
+    return coerce
+
+
+def _list_of(item: Coerce, make: Callable[[Any], Any] = list) -> Coerce:
+    def coerce(v: Any) -> Any:
+        if type(v) is not list and type(v) is not tuple:
+            raise TypeError("not a list")
+        return make(item(x) for x in v)
+
+    return coerce
+
+
+def _dict_of(key: Coerce, value: Coerce) -> Coerce:
+    def coerce(v: Any) -> Any:
+        if type(v) is not dict:
+            raise TypeError("not an object")
+        if value is _any and key is _to_str and all(type(k) is str for k in v):
+            return v  # arbitrary JSON under string keys: nothing to convert
+        return {key(k): value(x) for k, x in v.items()}
+
+    return coerce
+
+
+_SCALARS: dict[Any, Coerce] = {int: _to_int, float: _to_float, str: _to_str, bool: _to_bool, Any: _any}
+
+
+def _coercer(tp: Any, duration: bool = False) -> Coerce:
+    """The coercion function for one annotation (built once per field, at import)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            raise TypeError(f"unsupported annotation {tp!r}")  # pragma: no cover - schema guard
+        inner = _coercer(rest[0], duration)
+        return _optional(inner) if len(rest) < len(args) else inner
+    if origin is list:
+        return _list_of(_coercer(args[0]))
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return _list_of(_coercer(args[0]), tuple)
+        items = [_coercer(a) for a in args]
+
+        def fixed(v: Any) -> Any:
+            if (type(v) is not list and type(v) is not tuple) or len(v) != len(items):
+                raise TypeError(f"not a list of {len(items)}")
+            return tuple(c(x) for c, x in zip(items, v, strict=True))
+
+        return fixed
+    if origin is dict:
+        return _dict_of(_coercer(args[0]), _coercer(args[1]))
+    if tp is float and duration:
+        return _to_duration
+    if tp in _SCALARS:
+        return _SCALARS[tp]
+    raise TypeError(f"unsupported annotation {tp!r}")  # pragma: no cover - schema guard
+
+
+def _admits_none(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+class _Field(NamedTuple):
+    """How one field is read. ``fast`` is the exact type a well-formed line carries, taken
+    as is without a call (a step line is all fast path); a float must also lie in
+    [``lo``, ``_MAX``] on that path (finite; >= 0 for a duration); ``fallback`` makes the
+    value used when coercion fails."""
+
+    fast: type
+    bounded: bool
+    lo: float
+    coerce: Coerce
+    fallback: Callable[[], Any]
+    expected: str
+
+
+class _Kind(NamedTuple):
+    cls: type[Event]
+    fields: dict[str, _Field]
+    defaults: dict[str, Any]  # plain defaults, copied into every instance
+    factories: tuple[tuple[str, Callable[[], Any]], ...]  # defaults made fresh (ts, lists, dicts)
+
+
+class _Never:
+    """The fast type of a field that always goes through its coercer (no JSON value is one)."""
+
+
+def _fast_type(tp: Any) -> type:
+    """The type a value of this annotation can be taken as is: the scalar itself, or a dict
+    of arbitrary JSON; containers of typed elements are always checked element by element."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) else tp
+    if typing.get_origin(base) is dict and typing.get_args(base) == (str, Any):
+        return dict
+    return base if base in (int, float, str, bool) else _Never
+
+
+def _kind_table(cls: type[Event]) -> _Kind:
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, _Field] = {}
+    defaults: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        duration = f.name == "ms" or f.name.endswith("_s")
+        if f.default_factory is not dataclasses.MISSING:
+            make: Callable[[], Any] = f.default_factory
+            factories.append((f.name, make))
+        else:
+            defaults[f.name] = f.default
+            make = functools.partial(copy.copy, f.default)
+        if _admits_none(tp):
+            fallback: Callable[[], Any] = _none
+        elif tp is float and f.default_factory is dataclasses.MISSING:
+            fallback = functools.partial(float, "nan")
+        else:
+            fallback = make
+        expected = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+        if duration:
+            expected = f"duration >= 0 ({expected})"
+        fast = _fast_type(tp)
+        lo = 0.0 if duration else -_MAX
+        fields[f.name] = _Field(fast, fast is float, lo, _coercer(tp, duration), fallback, expected)
+    return _Kind(cls, fields, defaults, tuple(factories))
+
+
+_KINDS: dict[str, _Kind] = {kind: _kind_table(cls) for kind, cls in EVENT_TYPES.items()}
+_UNKNOWN_TS = _KINDS["log"].fields["ts"]
+_UNKNOWN_CELL = _KINDS["log"].fields["cell"]
+# Decoded events are built without their generated __init__ (which would add ~0.6 µs to a
+# step line's ~4.5 µs): safe only while no event type has a __post_init__; checked here, once.
+if any(hasattr(c, "__post_init__") for c in EVENT_TYPES.values()):  # pragma: no cover - schema guard
+    raise TypeError("event types must not define __post_init__: decoding bypasses __init__")
+
+
+def from_dict_with_warnings(d: dict[str, Any]) -> tuple[Event, list[FieldWarning]]:
+    """An event from a parsed JSON object, every field coerced (rules above), with a warning
+    per value that did not fit. Raises :class:`SchemaError` only when there is no ``kind``."""
     kind = d.get("kind")
-    if not isinstance(kind, str):
+    if type(kind) is not str:
         raise SchemaError("event has no 'kind'")
-    cls = EVENT_TYPES.get(kind)
-    if cls is None:
-        rest = {k: v for k, v in d.items() if k != "kind"}
-        return UnknownEvent(kind=kind, data=rest, ts=_num(d.get("ts"), 0.0), cell=_int(d.get("cell"), -1))
-    known = _FIELDS[cls]
-    kwargs = {k: v for k, v in d.items() if k in known}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # pragma: no cover - dataclass kwargs are filtered above
-        raise SchemaError(str(exc)) from exc
+    table = _KINDS.get(kind)
+    if table is None:
+        return _unknown(kind, d)
+    warnings: list[FieldWarning] = []
+    fields = table.fields
+    values = dict(table.defaults)
+    for name, make in table.factories:
+        if name not in d:
+            values[name] = make()
+    for name, v in d.items():
+        f = fields.get(name)
+        if f is None:
+            continue  # "kind", "v", or a field of a newer version
+        # (v is a float whenever the comparison runs; NaN and infinities fail it)
+        if type(v) is f.fast and (not f.bounded or f.lo <= v <= _MAX):  # type: ignore[operator]
+            values[name] = v
+            continue
+        try:
+            values[name] = f.coerce(v)
+        except (TypeError, ValueError, OverflowError):
+            values[name] = out = f.fallback()
+            warnings.append(
+                FieldWarning(kind, name, f"{kind}.{name}: {_describe(v)} does not fit {f.expected}; read as {out!r}")
+            )
+    event = object.__new__(table.cls)
+    object.__setattr__(event, "__dict__", values)
+    return event, warnings
 
 
-def decode(line: str) -> Event:
-    """Parse one JSON line. Raises :class:`SchemaError` with a short reason."""
+def _unknown(kind: str, d: dict[str, Any]) -> tuple[Event, list[FieldWarning]]:
+    """A kind this version does not know (a newer worker): kept whole, said once."""
+    warnings = [FieldWarning(kind, "", f"unknown event kind {kind!r} (a newer worker?); kept as is")]
+    values: dict[str, Any] = {}
+    for name, f in (("ts", _UNKNOWN_TS), ("cell", _UNKNOWN_CELL)):
+        try:
+            values[name] = f.coerce(d[name]) if name in d else f.fallback()
+        except (TypeError, ValueError, OverflowError):
+            values[name] = f.fallback()
+    rest = {k: v for k, v in d.items() if k != "kind"}
+    return UnknownEvent(kind=kind, data=rest, ts=values["ts"], cell=values["cell"]), warnings
+
+
+def decode_with_warnings(line: str | bytes) -> tuple[Event, list[FieldWarning]]:
+    """Parse one JSON line into a typed event and the warnings of its values. Raises
+    :class:`SchemaError` (a short reason) for a line that is no event at all."""
     try:
         d = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"not JSON ({exc.msg} at column {exc.colno})") from exc
-    if not isinstance(d, dict):
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        raise SchemaError(f"not JSON ({reason})") from exc
+    if type(d) is not dict:
         raise SchemaError("not a JSON object")
-    return from_dict(d)
+    return from_dict_with_warnings(d)
 
 
-def _num(v: Any, default: float) -> float:
-    return float(v) if isinstance(v, int | float) else default
+def decode(line: str | bytes) -> Event:
+    """Parse one JSON line (see :func:`decode_with_warnings`; the warnings are dropped:
+    replay and export read files that were already reported on when they were recorded)."""
+    return decode_with_warnings(line)[0]
 
 
-def _int(v: Any, default: int) -> int:
-    return int(v) if isinstance(v, int) else default
+def receive(line: str, cell: int = -1) -> Received:
+    """A worker's line, decoded once and never raising: what the launcher's handles return.
+    A line that is no event becomes a warning Log for ``cell`` (and is not recorded raw)."""
+    try:
+        event, warnings = decode_with_warnings(line)
+    except SchemaError as exc:
+        return Received(None, Log(cell=cell, level="warning", message=f"unreadable worker line: {exc}"), [])
+    return Received(line, event, warnings)

@@ -24,10 +24,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import events
+from .events import CALL_PHASES
+
 ENV = "SDTOP_INJECT"
 KINDS = ("oom", "crash", "kill", "exit", "hang", "error")
-PHASES = ("build", "apply", "first_call", "warmup", "measure")
-CALL_PHASES = ("first_call", "warmup", "measure")
+#: Where a fault can be injected: every phase of a cell but ``startup`` (the worker is not
+#: running sdtop's code yet). The phases themselves are defined once, in the event schema.
+PHASES = tuple(p for p in events.PHASES if p != "startup")
 
 
 class FaultSpecError(ValueError):

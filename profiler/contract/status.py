@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import signal as _signal
 
+from .events import LOAD_PHASES
+
 OK = "ok"
 
 
@@ -25,7 +27,7 @@ def oom(phase: str, *, measured_done: int = 0, compiled: bool = False) -> str:
 
     ``measured_done`` counts measured calls that had finished before the failing one.
     """
-    if phase in ("startup", "build", "apply"):
+    if phase in LOAD_PHASES:
         return "OOM during load"
     if phase == "first_call":
         return "OOM during compile" if compiled else "OOM during warmup"

@@ -3,7 +3,9 @@ replace the local process later without touching the runner or the UI.
 
 Parent half: no torch. A launcher answers two questions: what does the worker host have
 (:meth:`Launcher.hello`: versions, is CUDA there) and "run this cell" (:meth:`Launcher.start`,
-returning a :class:`WorkerHandle` whose raw event lines the runner reads).
+returning a :class:`WorkerHandle` whose event lines the runner reads). Each line is decoded
+once, here (:func:`~profiler.contract.events.receive`): the handle needs the events itself
+(the worker's pid, its exit), and the runner takes the decoded events with the raw lines.
 
 - :class:`ForkServerLauncher` (default on Linux): one long-lived fork server pays the torch
   import once; each cell is a freshly forked child.
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ...pipelines.settings import CellSpec
-from ..contract.events import Environment, WorkerExited, decode, encode
+from ..contract.events import Environment, Received, WorkerExited, WorkerStarted, decode, encode, receive
 
 
 class LaunchError(RuntimeError):
@@ -59,10 +61,11 @@ class LineReader:
 
 
 class WorkerHandle(Protocol):
-    """One running cell. ``read`` yields raw JSON event lines; the stream for this cell
-    ends with a ``worker_exited`` line (synthesised by the handle if the host died)."""
+    """One running cell. ``read`` yields the worker's lines, each decoded once (the raw line
+    with its typed event and the warnings of its values); the stream for this cell ends with
+    a ``worker_exited`` event (synthesised by the handle if the host died)."""
 
-    def read(self, timeout: float) -> list[str]: ...
+    def read(self, timeout: float) -> list[Received]: ...
 
     def kill(self) -> None: ...
 
@@ -81,10 +84,11 @@ class Launcher(Protocol):
 
 
 def _worker_env() -> dict[str, str]:
+    """The worker's environment: the user's, unbuffered. The library settings a worker needs
+    before it imports torch (quiet transformers, CUDA checked through NVML) are set by the
+    worker itself, in one place (``profiler.worker.cell.quiet_libraries``), whoever starts it."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     return env
 
 
@@ -114,19 +118,13 @@ def stderr_tail(path: Path | None, offset: int, lines: int = 3, limit: int = 300
     return folded if len(folded) <= limit else "…" + folded[-(limit - 1) :]
 
 
-def _pid_of(line: str) -> int | None:
-    if '"worker_started"' not in line:
-        return None
-    try:
-        return int(json.loads(line).get("pid") or 0) or None
-    except (ValueError, json.JSONDecodeError):
-        return None
-
-
-def _exited_line(cell: int, pid: int, returncode: int | None) -> str:
+def _exited(cell: int, pid: int, returncode: int | None) -> Received:
+    """The end of a cell whose process (or fork server) died without saying so, as if the
+    host had written it (``Popen`` gives a signal as a negative return code)."""
     sig = -returncode if returncode is not None and returncode < 0 else None
     rc = returncode if returncode is not None and returncode >= 0 else None
-    return encode(WorkerExited(cell=cell, pid=pid, returncode=rc, signal=sig))
+    event = WorkerExited(cell=cell, pid=pid, returncode=rc, signal=sig)
+    return Received(encode(event), event, [])
 
 
 class ForkServerLauncher:
@@ -250,29 +248,29 @@ class _ForkHandle:
     def done(self) -> bool:
         return self._done
 
-    def read(self, timeout: float) -> list[str]:
+    def read(self, timeout: float) -> list[Received]:
         if self._done:
             return []
         reader = self.launcher.reader
         assert reader is not None
-        lines = reader.read(timeout)
-        for line in lines:
-            pid = _pid_of(line)
-            if pid is not None:
-                self.pid = pid
+        got = [receive(line, self.cell) for line in reader.read(timeout)]
+        for r in got:
+            ev = r.event
+            if isinstance(ev, WorkerStarted) and ev.pid > 0:
+                self.pid = ev.pid
                 if self._kill_requested:
-                    self._signal(pid)
-            if '"worker_exited"' in line:
+                    self._signal(ev.pid)
+            elif isinstance(ev, WorkerExited):
                 self._done = True
         if not self._done and reader.eof:
             # The server itself died (killed, OOM-killed): report it as this cell's end
             # and let the next cell start a new server.
             proc = self.launcher.proc
             rc = proc.wait() if proc is not None else None
-            lines.append(_exited_line(self.cell, self.pid or 0, rc))
+            got.append(_exited(self.cell, self.pid or 0, rc))
             self.launcher.proc = None
             self._done = True
-        return lines
+        return got
 
     def _signal(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -354,18 +352,17 @@ class _ProcHandle:
     def done(self) -> bool:
         return self._done
 
-    def read(self, timeout: float) -> list[str]:
+    def read(self, timeout: float) -> list[Received]:
         if self._done:
             return []
-        lines = self.reader.read(timeout)
+        got = [receive(line, self.cell) for line in self.reader.read(timeout)]
         if self.reader.eof:
             rc = self.proc.wait()
             assert self.proc.stdout is not None
             self.proc.stdout.close()
-            lines.append("")  # keep a torn last line apart from the synthesised one
-            lines = [ln for ln in lines if ln] + [_exited_line(self.cell, self.proc.pid, rc)]
+            got.append(_exited(self.cell, self.proc.pid, rc))
             self._done = True
-        return lines
+        return got
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

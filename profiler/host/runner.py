@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import __version__
-from ...pipelines.settings import BadInput, CellSpec, MatrixSpec, expand, validate_matrix
+from ...pipelines.settings import BadInput, CellSpec, MatrixSpec, expand
 from ..contract import status
 from ..contract.events import (
     CellFinished,
@@ -29,16 +29,15 @@ from ..contract.events import (
     Environment,
     Error,
     Event,
+    FieldWarning,
     Log,
     PhaseStarted,
-    SchemaError,
     SessionFinished,
     SessionStarted,
     WorkerExited,
     WorkerStarted,
-    decode,
 )
-from .launcher import Launcher, LaunchError, make_launcher
+from .launcher import Launcher, LaunchError, WorkerHandle, make_launcher
 from .sampler import DEFAULT_SAMPLE_MS, Sampler
 from .session import Session, SessionError
 
@@ -127,7 +126,9 @@ class Runner:
         # Re-entrant: stop() is called from signal handlers, which run on the main thread
         # between bytecodes, possibly while that thread holds this lock.
         self._lock = threading.RLock()
-        self._handle: Any = None
+        self._handle: WorkerHandle | None = None
+        # Observers that raised, with how often: the first failure is logged, none stops a run.
+        self._observer_failures: dict[int, int] = {}
         self.status = "pending"
 
     @property
@@ -161,13 +162,33 @@ class Runner:
 
     def emit(self, events: Sequence[Event], raw: Sequence[str | None] | None = None) -> None:
         """Append to the session (``raw``: the received line of each worker event, or None
-        for the runner's own), then hand each event to the front end."""
+        for the runner's own), then hand each event to the front end.
+
+        The session is written first and each observer is isolated: a display that raises
+        (a value it did not expect, a bug) must not cost a matrix that has run for hours. Its
+        first failure is recorded as an error Log, appended to the session directly (not
+        handed to the observer that just failed); later ones are counted (see :meth:`run`)."""
         if not events:
             return
         self.session.append(events, raw)
-        if self.on_event is not None:
-            for ev in events:
-                self.on_event(ev)
+        observer = self.on_event
+        if observer is None:
+            return
+        for ev in events:
+            try:
+                observer(ev)
+            except Exception as exc:
+                self._observer_failed(observer, ev, exc)
+
+    def _observer_failed(self, observer: OnEvent, ev: Event, exc: Exception) -> None:
+        key = id(observer)
+        n = self._observer_failures.get(key, 0)
+        self._observer_failures[key] = n + 1
+        if n == 0:
+            name = getattr(observer, "__qualname__", None) or type(observer).__name__
+            why = status.one_line(f"{type(exc).__name__}: {exc}")
+            message = f"observer failed: {name} on a {ev.KIND} event: {why}; the run goes on"
+            self.session.append([Log(cell=ev.cell, level="error", message=message)])
 
     def run(self) -> str:
         """Run every queued cell; returns "complete" or "interrupted". Never raises for a
@@ -204,6 +225,9 @@ class Runner:
             self._stop.set()
         finally:
             self.status = "interrupted" if self._stop.is_set() else "complete"
+            failed = sum(self._observer_failures.values())
+            if failed > len(self._observer_failures):
+                self.session.append([Log(level="error", message=f"observer failed {failed} times in all")])
             self.emit([SessionFinished(status=self.status, duration_s=time.perf_counter() - t0, reason=reason)])
             if self.sampler is not None:
                 self.sampler.close()  # releases NVML
@@ -231,18 +255,16 @@ class Runner:
         finished: CellFinished | None = None
         exited: WorkerExited | None = None
         watch = _StallWatch(spec, self.stall_timeout, self.compile_timeout)
+        warned = _Warnings(idx)
         stalled: float | None = None
         kill_sent = False
         try:
             while not handle.done:
                 batch: list[Event] = []
                 raw: list[str | None] = []
-                lines = handle.read(POLL_S)
-                for line in lines:
-                    try:
-                        ev = decode(line)
-                    except SchemaError as exc:
-                        batch.append(Log(cell=idx, level="warning", message=f"unreadable worker line: {exc}"))
+                for line, ev, warnings in handle.read(POLL_S):
+                    if line is None:  # not an event: ev is the Log that says so
+                        batch.append(ev)
                         raw.append(None)
                         continue
                     if isinstance(ev, CellFinished):
@@ -253,6 +275,10 @@ class Runner:
                     self._observe(idx, spec, ev)
                     batch.append(ev)
                     raw.append(line)
+                    if warnings:
+                        logs = warned.add(warnings)
+                        batch.extend(logs)
+                        raw.extend([None] * len(logs))
                 if (self._stop.is_set() or self._skip.is_set()) and not kill_sent:
                     # stop()/skip_cell() may have come before this worker existed
                     handle.kill()
@@ -279,6 +305,7 @@ class Runner:
             if self.sampler is not None:  # the last sample: after the worker is gone
                 self.sampler.stop()
                 self.emit(self.sampler.drain())
+            self.emit(warned.summary())
         if finished is None:
             if stalled is not None:
                 final = status.error(f"stalled after {stalled:g} s")
@@ -301,6 +328,33 @@ class Runner:
             self.sampler.start(idx, ev.pid, spec.device)
         elif isinstance(ev, Environment) and isinstance(ev.data, dict) and "device" in ev.data:
             self.sampler.set_device(str(ev.data.get("device") or ""), str(ev.data.get("pci_bus_id") or ""))
+
+
+class _Warnings:
+    """Turns the decoder's warnings into Log events: the first of each (kind, field) per cell
+    is logged as it comes, the rest are counted and summed up once at the cell's end, so a
+    worker that writes a bad value on every step cannot flood the session and the UI."""
+
+    def __init__(self, cell: int) -> None:
+        self.cell = cell
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, warnings: Sequence[FieldWarning]) -> list[Event]:
+        out: list[Event] = []
+        for w in warnings:
+            key = (w.kind, w.field)
+            n = self.counts.get(key, 0)
+            self.counts[key] = n + 1
+            if n == 0:
+                out.append(Log(cell=self.cell, level="warning", message=w.message))
+        return out
+
+    def summary(self) -> list[Event]:
+        return [
+            Log(cell=self.cell, level="warning", message=f"{kind}.{name or 'kind'}: {n - 1} more like the above")
+            for (kind, name), n in self.counts.items()
+            if n > 1
+        ]
 
 
 class _StallWatch:
@@ -361,14 +415,16 @@ def prepare(
     compile_timeout: float = COMPILE_TIMEOUT_S,
     sample_ms: float = DEFAULT_SAMPLE_MS,
     derive: Derive | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> Runner:
     """Validate, start the worker host, resolve defaults against it, create the session.
 
     Raises :class:`BadInput`, :class:`SessionError` or :class:`LaunchError`, each with a
     one-line message; nothing is written before every check has passed.
     """
-    validate_matrix(matrix)
     out_path = check_out(out, force=force)
+    if announce is not None:  # the checks passed; what follows takes seconds
+        announce("starting the worker host (imports torch once)...")
     lau = _launcher(launcher)
     try:
         hello = lau.hello()

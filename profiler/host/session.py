@@ -4,11 +4,11 @@ Stdlib only (parent half). Layout of a session directory::
 
     events.jsonl   every event, one JSON line each, appended as it arrives (never rewritten)
     session.json   derived: what ran, where, and how it ended (report layer)
-    summary.csv    derived: one row per (cell, stage) (:mod:`profiler.report.summary`)
+    summary.csv    derived: one row per (cell, stage) (:mod:`profiler.report.rows`)
     summary.md     derived: the seed's tables
 
 Only ``events.jsonl`` is written during a run; the three derived files are (re)written by the
-report layer (:func:`sdtop.profiler.report.summary.finalize`) from ``events.jsonl`` alone,
+report layer (:func:`sdtop.profiler.report.render.finalize`) from ``events.jsonl`` alone,
 atomically, so ``sdtop export`` can rebuild them at any time and a crash mid-write never
 leaves a half file behind.
 
@@ -24,15 +24,17 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from ..contract.events import (
     Event,
     SchemaError,
+    StepTimed,
     decode,
     encode,
     to_dict,
@@ -219,7 +221,13 @@ class Session:
 
 
 def read_events(path: Path | str, on_warning: Warn | None = None) -> list[Event]:
-    """Decode an events.jsonl file.
+    """Decode an events.jsonl file into a list (see :func:`iter_events` for the rules)."""
+    return list(iter_events(path, on_warning=on_warning))
+
+
+def iter_events(path: Path | str, on_warning: Warn | None = None) -> Iterator[Event]:
+    """Decode an events.jsonl file one line at a time, so a reader that folds the events
+    (the report layer) holds one event, not the million lines of a long session.
 
     Blank lines are ignored. A bad LAST line (no closing newline and not valid JSON, or
     garbage such as the NUL bytes a filesystem can leave after a crash) is a torn write:
@@ -227,14 +235,15 @@ def read_events(path: Path | str, on_warning: Warn | None = None) -> list[Event]
     skipped")`` is called. A last line that is complete JSON but lacks its newline is
     kept: a JSON object cannot be cut short and still parse, so it lost nothing. A bad line
     anywhere else raises :class:`SessionError` with its number: that is damage, not a
-    crash, and skipping it would silently change the tables.
+    crash, and skipping it would silently change the tables. Streaming, that error comes
+    when the reader reaches the line after the bad one; the events before it have been
+    yielded already (a consumer must not write anything before the iterator is done).
     """
     p = Path(path)
     try:
         fh = open(p, "rb")  # noqa: SIM115 - closed by the with below; open errors handled here
     except OSError as exc:
         raise SessionError(f"cannot read {p}: {_reason(exc)}") from None
-    out: list[Event] = []
     pending: tuple[int, str] | None = None  # a bad line, fatal unless it turns out to be last
     with fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -242,15 +251,72 @@ def read_events(path: Path | str, on_warning: Warn | None = None) -> list[Event]
                 continue
             if pending is not None:
                 raise SessionError(f"{p.name} line {pending[0]} is corrupt: {pending[1]}")
+            step = _step_line(raw)
+            if step is not None:
+                yield step
+                continue
             try:
-                out.append(decode(raw.decode("utf-8")))
+                ev = decode(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 pending = (lineno, "not UTF-8 text")
+                continue
             except SchemaError as exc:
                 pending = (lineno, str(exc))
+                continue
+            yield ev
     if pending is not None and on_warning is not None:
         on_warning(f"{p.name} line {pending[0]} is incomplete (torn write); skipped")
-    return out
+
+
+# A step line exactly as the worker encodes it (``encode``: kind, v, then the fields in
+# order), with values of the exact types and ranges the decoder takes as they are: floats
+# with a point (non-negative, so ``ms`` passes its duration check), plain ints, ASCII
+# strings without escapes. Nine lines in ten of a session are steps and json.loads is
+# most of their cost; a line that differs in any way takes the full decoder.
+_FLOAT = rb"(\d+\.\d+)"
+_INT = rb"(-?(?:0|[1-9]\d*))"
+_WORD = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]*)"'
+_STEP_LINE = re.compile(
+    rb'\{"kind":"step","v":1,"ts":'
+    + _FLOAT
+    + rb',"cell":'
+    + _INT
+    + rb',"call":'
+    + _INT
+    + rb',"call_kind":'
+    + _WORD
+    + rb',"stage":'
+    + _WORD
+    + rb',"step":'
+    + _INT
+    + rb',"ms":'
+    + _FLOAT
+    + rb"\}[ \t\r\n]*\Z"
+)
+
+
+def _step_line(raw: bytes) -> StepTimed | None:
+    """A canonical step line as the :class:`StepTimed` :func:`decode` would give, without
+    json.loads; None for any other line (the full decoder then reads it)."""
+    m = _STEP_LINE.match(raw)
+    if m is None:
+        return None
+    ts_text, cell, call, call_kind, stage, step, ms_text = m.groups()
+    ts, ms = float(ts_text), float(ms_text)
+    if not (math.isfinite(ts) and math.isfinite(ms)):
+        return None
+    values = {
+        "ts": ts,
+        "cell": int(cell),
+        "call": int(call),
+        "call_kind": call_kind.decode("ascii"),
+        "stage": stage.decode("ascii"),
+        "step": int(step),
+        "ms": ms,
+    }
+    ev = object.__new__(StepTimed)
+    object.__setattr__(ev, "__dict__", values)  # as decode builds events (no __post_init__)
+    return ev
 
 
 # --- helpers ------------------------------------------------------------------------------

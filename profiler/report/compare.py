@@ -66,19 +66,24 @@ from typing import Any
 from ...pipelines import registry
 from ..contract import status as st
 from ..contract.events import Event
-from ..host.session import Session
-from .info import session_info
+from ..host.session import Session, iter_events
+from .fold import fold
+from .info import info_of
 from .reference import (
     TORCH_LABELS,
     TORCHES,
     Published,
     ReferenceTable,
+    attention_note,
     caveats,
     gpu_for_device,
+    has_published,
     published_note,
     torch_column_for,
 )
-from .summary import UNIT_LINE, Row, csv_value, rows
+from .rows import Row, rows_of
+from .tables import csv_value
+from .text import UNIT_LINE, VERSION_LABELS, escape_controls, fmt_rate, md_cell
 
 #: Settings a cell is matched on (besides pipeline and stage), in column order.
 SETTINGS: tuple[str, ...] = ("attention", "compile", "dtype", "batch_size", "size", "steps", "weights", "channels_last")
@@ -118,16 +123,6 @@ DELTA_TITLES: dict[str, str] = {
     "host_peak_rss_mib": "host RSS MiB",
 }
 
-#: Versions whose difference between sessions is called out above the tables.
-_VERSION_KEYS = (
-    ("sdtop", "sdtop"),
-    ("torch", "torch"),
-    ("diffusers", "diffusers"),
-    ("transformers", "transformers"),
-    ("cuda", "CUDA"),
-    ("driver", "driver"),
-)
-
 MISSING = "missing"
 
 
@@ -147,9 +142,19 @@ class SessionData:
     path: str | None = None
 
     @classmethod
-    def from_events(cls, events: Iterable[Event], label: str, path: str | Path | None = None) -> SessionData:
-        evs = list(events)
-        return cls(label=label, rows=tuple(rows(evs)), info=session_info(evs), path=str(path) if path else None)
+    def from_events(
+        cls, events: Iterable[Event], label: str, path: str | Path | None = None, *, live: bool = True
+    ) -> SessionData:
+        """One pass over ``events`` (a list or the streaming reader). ``live``: the
+        session's writer may still be running (the dashboard's own session), so an
+        unfinished cell is ``running``; a recorded one says ``interrupted``."""
+        session = fold(events)
+        return cls(
+            label=label,
+            rows=tuple(rows_of(session, live=live)),
+            info=info_of(session, live=live),
+            path=str(path) if path else None,
+        )
 
     @property
     def environment(self) -> Mapping[str, Any]:
@@ -196,7 +201,7 @@ def load_session(path: str | Path, label: str, on_warning: Callable[[str], None]
     """A session directory as :class:`SessionData`. Raises
     :class:`profiler.host.session.SessionError` (one line) for a path that is not a session."""
     session = Session.open(path)
-    return SessionData.from_events(session.events(on_warning=on_warning), label, path)
+    return SessionData.from_events(iter_events(session.events_path, on_warning=on_warning), label, path, live=False)
 
 
 def labels(n: int) -> list[str]:
@@ -343,7 +348,8 @@ class Regression:
     def line(self) -> str:
         """One line naming the cell and why: what ``--fail-below`` prints per regression."""
         label = self.table.cell_label(self.match)
-        return f"{self.match.pipeline}" + (f" · {label}" if label else "") + f": {self.reason}"
+        line = f"{self.match.pipeline}" + (f" · {label}" if label else "") + f": {self.reason}"
+        return escape_controls(line, keep_newlines=False)
 
 
 @dataclass(frozen=True)
@@ -356,16 +362,6 @@ class Comparison:
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(s.label for s in self.sessions)
-
-    def find(self, session: int, cell: int, stage: str) -> tuple[PipelineTable, Match] | None:
-        """The match holding session ``session``'s row for (cell, stage): how the dashboard
-        puts ratio columns beside its own summary rows."""
-        for table in self.tables:
-            for m in table.matches:
-                r = m.rows[session]
-                if r is not None and r.cell == cell and r.stage == stage:
-                    return table, m
-        return None
 
     def regressions(self, threshold: float) -> list[Regression]:
         """Every (cell, later session) that regressed against the first session (see the
@@ -503,7 +499,7 @@ def _environment_notes(sessions: Sequence[SessionData]) -> list[str]:
     if len({d for d in devices if d}) > 1:
         listed = "; ".join(f"{s.label} {', '.join(d) or '?'}" for s, d in zip(sessions, devices, strict=True))
         notes.append(f"different devices: {listed} (compared anyway)")
-    for key, title in _VERSION_KEYS:
+    for key, title in VERSION_LABELS:
         values = [s.version(key) for s in sessions]
         if len({v for v in values if v}) > 1:
             listed = "; ".join(f"{s.label} {', '.join(v) or '?'}" for s, v in zip(sessions, values, strict=True))
@@ -581,13 +577,6 @@ def reference_view(cmp: Comparison, table: ReferenceTable, torch: str = "auto") 
 
 
 # --- rendering ------------------------------------------------------------------------------
-
-
-def fmt_rate(v: float | None) -> str:
-    """it/s as the summary tables show it: 2 decimals, 3 significant digits below 0.1."""
-    if v is None:
-        return "n/a"
-    return f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3g}"
 
 
 def fmt_ratio(v: float | None) -> str:
@@ -686,7 +675,9 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
             cells += [_rate_cell(r) for r in m.rows]
             cells += [fmt_ratio(m.ratio(i)) for i in range(1, len(names))]
             cells += [texts[row_index] for _, texts in figures]
-            if ref is not None:
+            if ref is not None and not has_published(m.first_row().attention):
+                cells += [""] * len(ref.columns)  # the guide measured SDPA only: blank, noted below
+            elif ref is not None:
                 published = [ref.values(m).get(col) for col in ref.columns]
                 converted = converted or published_note(published) is not None
                 cells += [p.display() if p is not None else "-" for p in published]
@@ -702,10 +693,29 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
                     below.append(f"only in {n}: " + "; ".join(t.cell_label(m) or t.pipeline for m in alone))
         if converted:
             below.append(published_note([Published("2.34s", "s/it", (2.34,))]) or "")
+        unmeasured = attention_note(m.first_row().attention for m in t.matches) if ref is not None else None
+        if unmeasured:
+            below.append(unmeasured)
         if t.pipeline == "if-cascade" and ref is not None:
             below.append("if-cascade published: stage I / stage II / upscaler; above batch 1 stage I only")
         blocks.append(_Block(t.pipeline, above, header, body, below))
-    return top, blocks
+    return _escaped(top), [_escaped_block(b) for b in blocks]
+
+
+def _escaped(texts: list[str]) -> list[str]:
+    return [escape_controls(x, keep_newlines=False) for x in texts]
+
+
+def _escaped_block(b: _Block) -> _Block:
+    """Every text of a table with its control characters escaped: the text and Markdown
+    views print session strings (statuses, paths, device names) to a terminal."""
+    return _Block(
+        escape_controls(b.title, keep_newlines=False),
+        _escaped(b.above),
+        _escaped(b.header),
+        [_escaped(row) for row in b.body],
+        _escaped(b.below),
+    )
 
 
 def to_text(cmp: Comparison, ref: ReferenceView | None = None) -> str:
@@ -730,17 +740,17 @@ def to_text(cmp: Comparison, ref: ReferenceView | None = None) -> str:
 def to_markdown(cmp: Comparison, ref: ReferenceView | None = None) -> str:
     """Markdown: the lines above as a list, one table per pipeline (for sharing)."""
     top, blocks = _blocks(cmp, ref)
-    lines = ["# sdtop compare", ""] + [f"- {_md(x)}" for x in top] + [""]
+    lines = ["# sdtop compare", ""] + [f"- {md_cell(x)}" for x in top] + [""]
     for b in blocks:
-        lines += [f"## {_md(b.title)}", ""]
+        lines += [f"## {md_cell(b.title)}", ""]
         if b.above:
-            lines += [_md(x) + "  " for x in b.above] + [""]
-        lines.append("| " + " | ".join(_md(h) for h in b.header) + " |")
+            lines += [md_cell(x) + "  " for x in b.above] + [""]
+        lines.append("| " + " | ".join(md_cell(h) for h in b.header) + " |")
         lines.append("| --- |" + " ---: |" * (len(b.header) - 1))
-        lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in b.body]
+        lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in b.body]
         lines.append("")
         if b.below:
-            lines += [_md(x) + "  " for x in b.below] + [""]
+            lines += [md_cell(x) + "  " for x in b.below] + [""]
     if not blocks:
         lines += ["No cell in any session.", ""]
     return "\n".join(lines)
@@ -775,15 +785,20 @@ def to_csv(cmp: Comparison, ref: ReferenceView | None = None) -> str:
                 settings = dict(m.settings)
                 for k, vals in t.differing.items():
                     settings[k] = vals[i]
-                line: list[Any] = [number, m.pipeline, m.stage, *(csv_value(settings.get(k)) for k in SETTINGS)]
-                line += [s.label, s.path or "", r.cell if r is not None else "", r.status if r is not None else MISSING]
+                line: list[Any] = [number, *(csv_value(v) for v in (m.pipeline, m.stage))]
+                line += [csv_value(settings.get(k)) for k in SETTINGS]
+                line += [csv_value(s.label), csv_value(s.path), r.cell if r is not None else ""]
+                line += [csv_value(r.status) if r is not None else MISSING]
                 line += [csv_value(m.it_per_s(i)), csv_value(m.ratio(i))]
                 for c in cmp.delta_columns:
                     line += [csv_value(m.value(c, i)), csv_value(m.delta(c, i))]
                 if ref is not None:
                     for col in ref.columns:
                         p = values.get(col)
-                        line += [p.text if p is not None else "", csv_value(p.it_per_s() if p is not None else None)]
+                        line += [
+                            csv_value(p.text) if p is not None else "",
+                            csv_value(p.it_per_s() if p is not None else None),
+                        ]
                 w.writerow(line)
             number += 1
     return buf.getvalue()
@@ -791,7 +806,3 @@ def to_csv(cmp: Comparison, ref: ReferenceView | None = None) -> str:
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower().replace(".", "")).strip("_")
-
-
-def _md(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|")

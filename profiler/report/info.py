@@ -1,7 +1,7 @@
 """session.json: what ran, where, and how it ended, derived from events alone.
 
 Report layer: it needs the summary's cell statuses, so it lives above the session storage
-(which only appends and reads lines).
+(which only appends and reads lines). One pass over the events (:mod:`profiler.report.fold`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from ..contract.events import SCHEMA_VERSION, CellStarted, Environment, Event, SessionFinished, SessionStarted
-from . import summary
+from ..contract.events import SCHEMA_VERSION, Event
+from .fold import SessionFold, fold
+from .statuses import RUNNING, statuses_of
 
 
 def session_info(events: Iterable[Event], *, live: bool = False) -> dict[str, Any]:
@@ -30,42 +31,29 @@ def session_info(events: Iterable[Event], *, live: bool = False) -> dict[str, An
       "running" if ``live`` (the writer is alive) else "incomplete" (it died);
     - ``duration_s``: summed over every run's ``SessionFinished`` (time spent running,
       not the gap before a resume);
-    - cell counts from the same statuses the summary uses.
+    - cell counts from the same statuses the summary uses (with the same ``live``: a
+      cell left unfinished by a writer that is gone is ``interrupted``, so finished).
     """
-    evs = list(events)
-    starts = [e for e in evs if isinstance(e, SessionStarted)]
-    first = starts[0] if starts else None
-    latest = starts[-1] if starts else None
-    latest_pos = evs.index(latest) if latest is not None else -1
-    finishes = [e for e in evs if isinstance(e, SessionFinished)]
-    final = next(
-        (e for e in reversed(evs[latest_pos + 1 :]) if isinstance(e, SessionFinished)),
-        None,
-    )
+    return info_of(fold(events), live=live)
 
-    env = summary.session_environment(evs)
-    devices: list[str] = []
-    cell_env_seen = False
-    for ev in evs:
-        if isinstance(ev, Environment) and ev.cell >= 0:
-            if not cell_env_seen:
-                for key, value in ev.data.items():
-                    env.setdefault(key, value)
-                cell_env_seen = True
-            name = ev.data.get("device_name")
-            if name and str(name) not in devices:
-                devices.append(str(name))
+
+def info_of(session: SessionFold, *, live: bool) -> dict[str, Any]:
+    """:func:`session_info` of events already folded (one fold serves every output)."""
+    first, latest, final = session.first_start, session.latest_start, session.final
+    env = dict(session.session_env)
+    for key, value in (session.first_cell_env or {}).items():
+        env.setdefault(key, value)
 
     n_cells = len(latest.cells) if latest is not None and latest.cells else 0
     if not n_cells:
-        n_cells = max((e.n_cells for e in evs if isinstance(e, CellStarted)), default=0)
-    statuses = summary.cell_statuses(evs)
-    started_at = first.ts if first is not None else (evs[0].ts if evs else None)
+        n_cells = session.max_n_cells
+    statuses = statuses_of(session, live=live)
+    started_at = first.ts if first is not None else session.first_ts
 
     # Without a SessionFinished only the caller knows whether the writer is alive.
-    unfinished = summary.RUNNING if live else "incomplete"
+    unfinished = RUNNING if live else "incomplete"
     status = final.status if final is not None else unfinished
-    durations = [e.duration_s for e in finishes if isinstance(e.duration_s, int | float)]
+    durations = session.durations
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -73,9 +61,9 @@ def session_info(events: Iterable[Event], *, live: bool = False) -> dict[str, An
         "sdtop_version": first.sdtop_version if first is not None else "",
         "argv": list(first.argv) if first is not None else [],
         "matrix": dict(first.matrix) if first is not None else {},
-        "resumed": max(len(starts) - 1, 0),
+        "resumed": max(session.starts - 1, 0),
         "environment": env,
-        "devices": devices,
+        "devices": list(session.devices),
         "started_at": started_at,
         "started_at_utc": _iso(started_at),
         "finished_at": final.ts if final is not None else None,
@@ -85,7 +73,7 @@ def session_info(events: Iterable[Event], *, live: bool = False) -> dict[str, An
         "reason": final.reason if final is not None else "",
         "n_cells": n_cells,
         "cells_started": len(statuses),
-        "cells_finished": sum(1 for s in statuses.values() if s != summary.RUNNING),
+        "cells_finished": sum(1 for s in statuses.values() if s != RUNNING),
         "cells_ok": sum(1 for s in statuses.values() if s == "ok"),
     }
 

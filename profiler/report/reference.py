@@ -126,10 +126,6 @@ class Published:
         a view showing it next to it/s must say so."""
         return self.kind == SEC_PER_IT
 
-    @property
-    def has_figure(self) -> bool:
-        return bool(self.figures)
-
     def part(self, index: int) -> Published:
         """Stage ``index`` of an "a / b / c" cell, as a RATE with that part's text. A
         single figure is stage 0's (if-cascade above batch 1 ran stage I only, so its one
@@ -251,7 +247,10 @@ class ReferenceTable:
         """:meth:`lookup` for a :class:`profiler.report.summary.Row` (or anything with ``pipeline``,
         ``stage``, ``batch_size`` and ``compile_mode``): the call the UI's summary panel makes
         for its optional reference column. ``torch`` defaults to the column closest to the
-        row's own ``torch_version``. An unknown batch size gives None for every GPU."""
+        row's own ``torch_version``. An unknown batch size gives None for every GPU, and so
+        does a cell whose attention the guide did not measure (:func:`has_published`)."""
+        if not has_published(getattr(row, "attention", None)):
+            return dict.fromkeys(self.gpus)
         column = torch or torch_column_for(getattr(row, "torch_version", None))
         compiled = getattr(row, "compile_mode", None) not in (None, "none")
         return self.lookup(
@@ -307,6 +306,22 @@ def load(source: str = "seed") -> ReferenceTable:
 
 
 # --- matching a session to the reference ------------------------------------------------------
+
+
+def has_published(attention: str | None) -> bool:
+    """Whether the guide published figures for this attention: it measured SDPA only
+    (``sdpa`` and its forced kernels), so a classic or xformers cell has none; an
+    unknown attention (an old session) is given the benefit of the doubt."""
+    return attention is None or attention.startswith("sdpa")
+
+
+def attention_note(attentions: Iterable[str | None]) -> str | None:
+    """The line a view adds under a reference column when some of its cells used an
+    attention the guide did not measure (their published cells are left blank), or None."""
+    others = sorted({a for a in attentions if a is not None and not has_published(a)})
+    if not others:
+        return None
+    return f"published figures are SDPA only; {', '.join(others)}-attention cells have none"
 
 
 def torch_column_for(version: str | None) -> str:

@@ -11,12 +11,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from ...pipelines.builders.build import BuiltPipeline
+from ...pipelines.registry import module_key
 from ...pipelines.settings import CellSpec
+
+if TYPE_CHECKING:
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 
 class Unsupported(RuntimeError):
@@ -39,11 +43,7 @@ class Applied:
     sdpa_backend: str = ""
 
 
-def module_key(stage: str, attr: str) -> str:
-    return attr if stage == "main" else f"{stage}.{attr}"
-
-
-def denoisers(built: BuiltPipeline) -> Iterator[tuple[str, Any, str, torch.nn.Module]]:
+def denoisers(built: BuiltPipeline) -> Iterator[tuple[str, DiffusionPipeline, str, torch.nn.Module]]:
     """(key, pipe, attribute, module) for every module the seed would compile."""
     for st in built.stages:
         for attr in st.compiled:
@@ -59,7 +59,7 @@ def processor_classes(module: torch.nn.Module) -> list[str]:
     return sorted({type(p).__name__ for p in procs.values()})
 
 
-def _to_sdpa(module: Any) -> None:
+def _to_sdpa(module: torch.nn.Module) -> None:
     """Switch every processor to its SDPA ("2_0") counterpart, keeping its family.
 
     IF's UNets hold added-KV processors: forcing plain AttnProcessor2_0 on them would break
@@ -67,8 +67,10 @@ def _to_sdpa(module: Any) -> None:
     """
     from diffusers.models import attention_processor as ap
 
-    procs = module.attn_processors
-    new: dict[str, Any] = {}
+    procs = getattr(module, "attn_processors", None)  # diffusers' AttentionMixin, not every Module
+    if not isinstance(procs, dict):
+        raise Unsupported(f"{type(module).__name__} has no attention processors")
+    new: dict[str, object] = {}
     for name, proc in procs.items():
         cls_name = type(proc).__name__
         if cls_name.endswith("2_0"):
@@ -78,7 +80,7 @@ def _to_sdpa(module: Any) -> None:
         if sdpa_cls is None:
             raise Unsupported(f"no SDPA version of attention processor {cls_name}")
         new[name] = sdpa_cls()
-    module.set_attn_processor(new)
+    module.set_attn_processor(new)  # type: ignore[operator]
 
 
 def apply_attention(built: BuiltPipeline, spec: CellSpec) -> Applied:

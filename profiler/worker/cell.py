@@ -12,6 +12,7 @@ A failing cell never raises out of :func:`run_cell`: every exception becomes an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -21,12 +22,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import __version__
-from ...pipelines.settings import resolve_threads
+from ...pipelines.settings import CellSpec, resolve_threads
 from ..contract import faults, status
 from ..contract.events import (
+    CALL_PHASES,
     CallFinished,
     CellFinished,
     Environment,
@@ -40,6 +42,13 @@ from ..contract.events import (
     WorkerStarted,
     encode,
 )
+
+if TYPE_CHECKING:
+    from torch._C import _CudaDeviceProperties
+
+    from ...pipelines.builders.build import BuiltPipeline
+    from .compile_watch import CompileWatch
+    from .timing import Clock, TimerSlot
 
 Emit = Callable[[Event], None]
 
@@ -67,7 +76,7 @@ class Injector:
 
     @staticmethod
     def fire(fault: faults.Fault) -> None:
-        where = fault.phase + (f" call {fault.nth}" if fault.phase in faults.CALL_PHASES else "")
+        where = fault.phase + (f" call {fault.nth}" if fault.phase in CALL_PHASES else "")
         message = f"injected by --inject {fault.kind}:{fault.phase} at {where}"
         if fault.kind == "oom":
             import torch
@@ -87,11 +96,14 @@ class Injector:
 
 
 def quiet_libraries() -> None:
-    """Silence known noise (transformers' torchvision notice, hub progress) before import."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """Silence known noise (transformers' torchvision notice, hub progress) before import.
+
+    The one place the worker's library environment is set: every worker entry point (the
+    fork server, ``python -m ...worker.cell``, the subprocess launcher's version probe) calls
+    it before importing torch, so the launchers need not, and cannot disagree with it."""
+    from ...pipelines.builders import quiet_libraries as quiet_builders  # no torch: the package's own init
+
+    quiet_builders()
     # Ask torch to answer "is CUDA there?" through NVML, without initialising CUDA: the fork
     # server must not touch CUDA before it forks.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
@@ -125,7 +137,8 @@ class FdEmitter:
 
 
 def versions() -> dict[str, Any]:
-    """Library versions and host facts that need no device initialisation."""
+    """Library versions and host facts that need no device initialisation (JSON for an
+    Environment event: values of any JSON type, hence ``Any``)."""
     import diffusers
     import torch
     import transformers
@@ -144,7 +157,8 @@ def versions() -> dict[str, Any]:
 
 
 def device_facts(device: str) -> dict[str, Any]:
-    """Facts that need the device: called inside the cell's worker, never in the fork server."""
+    """Facts that need the device: called inside the cell's worker, never in the fork server
+    (JSON for an Environment event, hence ``Any``)."""
     import torch
 
     facts: dict[str, Any] = {"device": device}
@@ -213,11 +227,9 @@ def reset_peaks(device: str) -> None:
         return
     import torch
 
-    try:
+    with contextlib.suppress(Exception):  # figures are best-effort; the cell must go on
         if torch.cuda.is_initialized():
             torch.cuda.reset_peak_memory_stats(device)
-    except Exception:  # figures are best-effort; the cell must go on
-        pass
 
 
 #: Cap the worker's CUDA memory to this fraction of the card: a real OOM on a big GPU
@@ -236,11 +248,13 @@ def limit_cuda_memory(device: str) -> None:
         torch.cuda.set_per_process_memory_fraction(fraction, torch.device(device).index or 0)
 
 
-def _pci_bus_id(props: Any) -> str:
-    try:
-        return f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-    except AttributeError:
+def _pci_bus_id(props: _CudaDeviceProperties) -> str:
+    """NVML's form of the device's PCI address ("" where this torch does not expose it:
+    the fields are recent, and absent from torch's own stubs)."""
+    parts = [getattr(props, name, None) for name in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    if not all(isinstance(x, int) for x in parts):
         return ""
+    return f"{parts[0]:08x}:{parts[1]:02x}:{parts[2]:02x}.0"
 
 
 def _cpu_name() -> str:
@@ -285,7 +299,7 @@ class _Phase:
 class CellRun:
     """One cell, start to finish, inside the worker process."""
 
-    def __init__(self, index: int, spec: Any, emit: Emit) -> None:
+    def __init__(self, index: int, spec: CellSpec, emit: Emit) -> None:
         self.index = index
         self.spec = spec
         self.emit = emit
@@ -295,7 +309,7 @@ class CellRun:
         self.calls_in_phase = 0
         self.call = -1
         self.size: tuple[int, int] = (spec.height, spec.width)  # the size calls run at now
-        self.watch: Any = None  # profiler.worker.compile_watch.CompileWatch once settings are applied
+        self.watch: CompileWatch | None = None  # once settings are applied
 
     def run(self, *, launcher: str, startup_s: float) -> str:
         t0 = time.perf_counter()
@@ -343,7 +357,7 @@ class CellRun:
         )
         clock = clock_for(spec.device)
         callbacks = {st.name: step_callback_kwargs(st.legacy_callback, slot) for st in built.stages}
-        self.watch = watch_cell(self.emit, self.index, built, spec)
+        watch = self.watch = watch_cell(self.emit, self.index, built, spec)
         fail_from = max(spec.warmup, 1) if spec.on_recompile == "fail" else -1  # after warmup
         for call, phase, kind, size in call_plan(spec):
             if phase != self.phase or call == 0 or size != self.size:
@@ -354,8 +368,8 @@ class CellRun:
                     self.size = size
                 self._start_phase(phase)
             if call == fail_from:
-                self.watch.fail_on_recompile()
-            self.watch.on_call(call)
+                watch.fail_on_recompile()
+            watch.on_call(call)
             self.call = call
             self.calls_in_phase += 1
             self.faults.check(phase, self.calls_in_phase)
@@ -364,7 +378,7 @@ class CellRun:
             self.emit_memory(phase, call)
             if kind == "measured":
                 self.measured_done += 1
-        self.watch.close()
+        watch.close()
         self._end_phase()
         return status.OK
 
@@ -396,12 +410,12 @@ class CellRun:
 
     def _one_call(
         self,
-        built: Any,
+        built: BuiltPipeline,
         call: int,
         kind: str,
-        clock: Any,
-        slot: Any,
-        callbacks: dict[str, dict[str, Any]],
+        clock: Clock,
+        slot: TimerSlot,
+        callbacks: dict[str, dict[str, object]],
     ) -> None:
         import torch
 
@@ -410,7 +424,7 @@ class CellRun:
         spec = self.spec
         clock.sync()
         t_call = time.perf_counter()
-        prev: Any = None
+        prev: object = None  # the previous stage's images, handed to the next stage's chain
         encode_s = denoise_s = decode_s = 0.0
         for st in built.stages:
             kwargs = dict(st.kwargs)
@@ -470,7 +484,7 @@ class CellRun:
         kind, cell_status = classify(exc, self.phase, self.measured_done, self.spec.compiled)
         if detail is not None:  # torch refused to recompile (--on-recompile fail) or hit its limit
             kind, cell_status = "error", status.error(detail)
-        if self.phase in ("first_call", "warmup", "measure"):
+        if self.phase in CALL_PHASES:
             self._end_phase(ok=False)
         self.emit(
             Error(
@@ -485,7 +499,7 @@ class CellRun:
         return cell_status
 
 
-def call_plan(spec: Any) -> list[tuple[int, str, str, tuple[int, int]]]:
+def call_plan(spec: CellSpec) -> list[tuple[int, str, str, tuple[int, int]]]:
     """(call, phase, kind, size) of every call of a cell, in order.
 
     The first size runs as the seed did: ``warmup`` unmeasured calls (the first one
@@ -524,8 +538,7 @@ def classify(exc: BaseException, phase: str, measured_done: int, compiled: bool)
 
 
 def run_request(request: dict[str, Any], emit: Emit, *, launcher: str, startup_s: float) -> str:
-    from ...pipelines.settings import CellSpec
-
+    """Run one request line of the parent (parsed JSON, hence ``Any``)."""
     spec = CellSpec.from_dict(request["spec"])
     return CellRun(int(request["cell"]), spec, emit).run(launcher=launcher, startup_s=startup_s)
 

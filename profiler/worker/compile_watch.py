@@ -46,11 +46,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..contract.events import (
+    NOT_COMPILE_TRIGGERS,
     CompileFinished,
     CompileStarted,
     CudagraphSkip,
@@ -61,6 +62,10 @@ from ..contract.events import (
     RecompileLimit,
 )
 
+if TYPE_CHECKING:
+    from ...pipelines.builders.build import BuiltPipeline
+    from ...pipelines.settings import CellSpec
+
 NA = "n/a"
 
 #: Below this, none of the APIs used here exist in a usable form: telemetry is off.
@@ -70,9 +75,6 @@ RECOMPILES_LOGGER = "torch._dynamo.guards.__recompiles"
 GRAPH_BREAKS_LOGGER = "torch._dynamo.symbolic_convert.__graph_breaks"
 CONVERT_FRAME_LOGGER = "torch._dynamo.convert_frame"
 CUDAGRAPHS_LOGGER = "torch._inductor.cudagraph_utils.__cudagraphs"
-
-#: Callback triggers that are not compiles: they become Log lines, not compile events.
-_NOT_COMPILES = ("cudagraph_recording", "triton_autotuning")
 
 _RECOMPILING = re.compile(r"Recompiling function (\S+) in (\S+)")
 _FAIL_ON_RECOMPILE = "stance is 'fail_on_recompile'"
@@ -183,7 +185,7 @@ class CompileWatch:
         self._graph_break_counts: dict[str, int] = {}
         self._cudagraph_seen = 0
         self._cudagraph_base = 0
-        self._trace_handler: Any = None
+        self._trace_handler: logging.Handler | None = None
         self._active = False  # installed: there is something to flush
         self._closed = False
 
@@ -265,15 +267,15 @@ class CompileWatch:
                 post = module.register_forward_hook(self._post_hook(key))
             self._undo += [pre.remove, post.remove]
 
-    def _pre_hook(self, key: str) -> Callable[..., None]:
-        def hook(module: Any, args: Any) -> None:
+    def _pre_hook(self, key: str) -> Callable[[torch.nn.Module, tuple[object, ...]], None]:
+        def hook(module: torch.nn.Module, args: tuple[object, ...]) -> None:
             self._stack.append(key)
             self._last_module = key
 
         return hook
 
-    def _post_hook(self, key: str) -> Callable[..., None]:
-        def hook(module: Any, args: Any, output: Any) -> None:
+    def _post_hook(self, key: str) -> Callable[[torch.nn.Module, tuple[object, ...], object], None]:
+        def hook(module: torch.nn.Module, args: tuple[object, ...], output: object) -> None:
             if self._stack and self._stack[-1] == key:
                 self._stack.pop()
             self._safe(self.flush)
@@ -292,18 +294,20 @@ class CompileWatch:
         self._undo.append(lambda: handler.remove_start_callback(self._on_start))
         self._undo.append(lambda: handler.remove_end_callback(self._on_end))
 
-    def _on_start(self, *args: Any) -> None:
+    # torch's callback arguments differ between releases (none, or a CallbackArgs); they are
+    # read with getattr only, so they are plain objects here.
+    def _on_start(self, *args: object) -> None:
         self._safe(self._start, *args)
 
-    def _on_end(self, *args: Any) -> None:
+    def _on_end(self, *args: object) -> None:
         self._safe(self._end, *args)
 
-    def _start(self, *args: Any) -> None:
+    def _start(self, *args: object) -> None:
         info = args[0] if args else None  # older torch calls back without arguments
         trigger, compile_id = _trigger(info), _compile_id(info)
         self.flush()
         self._open = _Open(compile_id, self.module, trigger, self.call, time.perf_counter())
-        if trigger in _NOT_COMPILES:
+        if trigger in NOT_COMPILE_TRIGGERS:  # they become Log lines, not compile events
             return
         self.emit(
             CompileStarted(
@@ -316,12 +320,12 @@ class CompileWatch:
             )
         )
 
-    def _end(self, *args: Any) -> None:
+    def _end(self, *args: object) -> None:
         opened, self._open = self._open, None
         if opened is None:
             return
         wall_s = time.perf_counter() - opened.t0
-        if opened.trigger in _NOT_COMPILES:
+        if opened.trigger in NOT_COMPILE_TRIGGERS:
             what = opened.trigger.replace("_", " ")
             self._log("info", f"{what} {opened.module or NA} {opened.compile_id}: {wall_s:.3f} s")
             return
@@ -339,7 +343,7 @@ class CompileWatch:
         # what torch counted meanwhile came from those compiles (the last one, if several)
         self._counted_only(pending[-1].open if pending else None)
 
-    def _finish(self, done: _Done, record: Any) -> None:
+    def _finish(self, done: _Done, record: object) -> None:
         o = done.open
         duration = _seconds(record, "entire_frame_compile_time_s", "duration_us")
         inductor = _seconds(record, "inductor_cumulative_compile_time_us", "inductor_compile_time_s")
@@ -372,8 +376,9 @@ class CompileWatch:
             )
         )
 
-    def _metrics(self) -> dict[str, Any]:
-        """torch's compile records by compile id (the latest wins); {} where unavailable."""
+    def _metrics(self) -> dict[str, object]:
+        """torch's compile records by compile id (the latest wins); {} where unavailable.
+        Their class and fields change between releases: read with getattr only."""
         get = self._private("torch._dynamo.utils", "get_compilation_metrics")
         if get is None:
             self._na("no torch._dynamo.utils.get_compilation_metrics: compile durations are wall-clock")
@@ -593,13 +598,14 @@ class CompileWatch:
         return str(cid)
 
     def _private(self, module: str, attr: str) -> Any:
-        """``module.attr`` of torch's private API, or None where this torch lacks it."""
+        """``module.attr`` of torch's private API, or None where this torch lacks it.
+        ``Any`` on purpose: what it is depends on the torch release; every use is guarded."""
         try:
             return getattr(importlib.import_module(module), attr, None)
         except Exception:
             return None
 
-    def _safe(self, fn: Callable[..., None], *args: Any) -> None:
+    def _safe(self, fn: Callable[..., None], *args: object) -> None:
         """Run an observer; its failure becomes one Log per kind, never torch's problem."""
         try:
             fn(*args)
@@ -623,19 +629,19 @@ def _import(module: str) -> bool:
     return True
 
 
-def _trigger(info: Any) -> str:
+def _trigger(info: object) -> str:
     trigger = getattr(info, "callback_trigger", None)
     if trigger is None:
         return "dynamo" if info is None else NA
     return str(getattr(trigger, "name", trigger)).lower()
 
 
-def _compile_id(info: Any) -> str:
+def _compile_id(info: object) -> str:
     cid = getattr(info, "compile_id", None)
     return str(cid) if cid not in (None, "") else NA
 
 
-def _seconds(record: Any, *fields: str) -> float | None:
+def _seconds(record: object, *fields: str) -> float | None:
     """The first of ``fields`` the record has, in seconds (``*_us`` fields are converted)."""
     if record is None:
         return None
@@ -654,7 +660,7 @@ def _refused_text(text: str) -> str:
     return (sep + "\n" + textwrap.dedent(rest).strip())[:_REASON_LIMIT]
 
 
-def compiled_modules(built: Any) -> Iterator[tuple[str, torch.nn.Module]]:
+def compiled_modules(built: BuiltPipeline) -> Iterator[tuple[str, torch.nn.Module]]:
     """(key, module) of every module ``apply_compile`` wrapped, as the pipeline holds it now."""
     from .apply import denoisers
 
@@ -662,7 +668,7 @@ def compiled_modules(built: Any) -> Iterator[tuple[str, torch.nn.Module]]:
         yield key, module
 
 
-def watch_cell(emit: Emit, cell: int, built: Any, spec: Any) -> CompileWatch:
+def watch_cell(emit: Emit, cell: int, built: BuiltPipeline, spec: CellSpec) -> CompileWatch:
     """The watch for one cell, installed; an uncompiled cell gets one that watches nothing."""
     modules = dict(compiled_modules(built)) if spec.compiled else {}
     watch = CompileWatch(

@@ -22,24 +22,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import torch
 
 from ..contract.events import Event, StepTimed
 
+if TYPE_CHECKING:
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: A point in time as a clock marks it: perf_counter seconds (CPU) or a recorded CUDA event.
+Mark = float | torch.cuda.Event
+
 
 class CpuClock:
     """Host clock: marks are perf_counter seconds."""
 
-    def mark(self) -> Any:
+    def mark(self) -> Mark:
         return time.perf_counter()
 
-    def ready(self, mark: Any) -> bool:
+    def ready(self, mark: Mark) -> bool:
         return True
 
-    def seconds(self, a: Any, b: Any) -> float:
-        return float(b - a)
+    def seconds(self, a: Mark, b: Mark) -> float:
+        assert isinstance(a, float) and isinstance(b, float)  # a CpuClock made both marks
+        return b - a
 
     def sync(self) -> None:
         return None
@@ -51,15 +61,17 @@ class CudaClock:
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
-    def mark(self) -> Any:
+    def mark(self) -> Mark:
         ev = torch.cuda.Event(enable_timing=True)
         ev.record(torch.cuda.current_stream(self.device))
         return ev
 
-    def ready(self, mark: Any) -> bool:
+    def ready(self, mark: Mark) -> bool:
+        assert isinstance(mark, torch.cuda.Event)  # a CudaClock made it
         return bool(mark.query())
 
-    def seconds(self, a: Any, b: Any) -> float:
+    def seconds(self, a: Mark, b: Mark) -> float:
+        assert isinstance(a, torch.cuda.Event) and isinstance(b, torch.cuda.Event)
         return float(a.elapsed_time(b)) / 1000.0
 
     def sync(self) -> None:
@@ -98,11 +110,11 @@ class StageTimer:
         self.call = call
         self.call_kind = call_kind
         self.stage = stage
-        self.loop_start: Any = None
-        self.step_marks: list[Any] = []
+        self.loop_start: Mark | None = None
+        self.step_marks: list[Mark] = []
         self.emitted = 0
-        self.encode: list[tuple[Any, Any]] = []
-        self.decode: list[tuple[Any, Any]] = []
+        self.encode: list[tuple[Mark, Mark]] = []
+        self.decode: list[tuple[Mark, Mark]] = []
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -158,17 +170,10 @@ class TimerSlot:
         self.timer: StageTimer | None = None
 
 
-def instrument(pipe: Any, slot: TimerSlot) -> None:
-    """Install the loop-entry, encode and decode wrappers on one pipeline instance."""
-    orig_bar = pipe.progress_bar
-
-    def progress_bar(*args: Any, **kwargs: Any) -> Any:
-        if slot.timer is not None:
-            slot.timer.on_loop_entered()
-        return orig_bar(*args, **kwargs)
-
-    pipe.progress_bar = progress_bar
-
+def instrument(pipe: DiffusionPipeline, slot: TimerSlot) -> None:
+    """Install the loop-entry, encode and decode wrappers on one pipeline instance (instance
+    attributes shadow the methods: nothing of the class, or of another pipeline, changes)."""
+    pipe.progress_bar = _on_entry(pipe.progress_bar, slot)
     if hasattr(pipe, "encode_prompt"):
         pipe.encode_prompt = _timed(pipe.encode_prompt, slot, "encode")
     vae = getattr(pipe, "vae", None)
@@ -176,8 +181,19 @@ def instrument(pipe: Any, slot: TimerSlot) -> None:
         vae.decode = _timed(vae.decode, slot, "decode")
 
 
-def _timed(fn: Callable[..., Any], slot: TimerSlot, part: str) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+def _on_entry(fn: Callable[P, R], slot: TimerSlot) -> Callable[P, R]:
+    """``fn`` (the pipeline's progress_bar), marking loop entry first."""
+
+    def progress_bar(*args: P.args, **kwargs: P.kwargs) -> R:
+        if slot.timer is not None:
+            slot.timer.on_loop_entered()
+        return fn(*args, **kwargs)
+
+    return progress_bar
+
+
+def _timed(fn: Callable[P, R], slot: TimerSlot, part: str) -> Callable[P, R]:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         timer = slot.timer
         if timer is None:
             return fn(*args, **kwargs)
@@ -191,17 +207,19 @@ def _timed(fn: Callable[..., Any], slot: TimerSlot, part: str) -> Callable[..., 
     return wrapper
 
 
-def step_callback_kwargs(legacy: bool, slot: TimerSlot) -> dict[str, Any]:
+def step_callback_kwargs(legacy: bool, slot: TimerSlot) -> dict[str, object]:
     """The keyword arguments that make a pipeline report each step's end to ``slot``."""
     if legacy:
 
-        def legacy_cb(step: int, timestep: Any, latents: Any) -> None:
+        def legacy_cb(step: int, timestep: int | torch.Tensor, latents: torch.Tensor) -> None:
             if slot.timer is not None:
                 slot.timer.on_step_end()
 
         return {"callback": legacy_cb, "callback_steps": 1}
 
-    def on_step_end(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+    def on_step_end(
+        pipe: DiffusionPipeline, step: int, timestep: int | torch.Tensor, callback_kwargs: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         if slot.timer is not None:
             slot.timer.on_step_end()
         return {}  # diffusers requires a dict; empty = change nothing

@@ -33,7 +33,6 @@ Run: ``python tests/perf/bench_fidelity.py`` (all six pipelines, tiny, CPU).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -194,10 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attention", default="sdpa")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-
     import torch
+    from sdtop.pipelines import builders  # noqa: F401 - quiets transformers/diffusers before they load
     from sdtop.pipelines.settings import expand
     from sdtop.profiler.contract.events import CallFinished, StageTimed
     from sdtop.profiler.report import summary

@@ -24,7 +24,12 @@ its last step (``LiveScreen.apply`` returned: view-models fed, panels drawn or s
   event of a batch to its apply); target at the end <= 250 ms;
 - ``cpu_pct``: the process's CPU time (``getrusage``) over wall time, in % of one core,
   minus the synthetic worker's own line generation (a real worker pays that in its own
-  process); target < 25%. Per-thread figures (psutil) say where the rest goes.
+  process); target <= 25% at 10k/s, <= 10% at 1k/s and below. Per-thread figures (psutil;
+  the runner thread's from its own clock, it has ended by then) say where the rest goes.
+
+The synthetic handle returns what the launcher's handles return: each line decoded once
+(``receive``), on the runner's thread, as in a live run; that decode is the parent's cost
+and is counted.
 
 Headless caveat: Textual skips turning the composed screen into terminal escape codes when
 headless (the layout, widget rendering and compositing are done); ``--pty`` runs the
@@ -54,10 +59,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from sdtop.profiler.contract.events import receive
+
 from tests.perf.common import ROOT, Report, child_env
 
 TARGET_LAG_MS = 250.0
 TARGET_CPU_PCT = 25.0
+#: At 1,000 steps a second (a fast real pipeline) the UI must cost far less.
+TARGET_CPU_PCT_1K = 10.0
 #: The synthetic worker wakes this often and "prints" what is due (a real worker's lines
 #: arrive in bursts too: one pipe read returns many).
 TICK_S = 0.01
@@ -120,7 +129,12 @@ class SyntheticHandle:
         self.gen_cpu += time.thread_time() - c0
         return out
 
-    def read(self, timeout: float) -> list[str]:
+    def read(self, timeout: float) -> list[Any]:
+        """What the launcher's handle returns: each line decoded once (``receive``), as the
+        real handles do. The decode is the parent's cost, so it is not in ``gen_cpu``."""
+        return [receive(line, self.cell) for line in self._read_lines(timeout)]
+
+    def _read_lines(self, timeout: float) -> list[str]:
         if self._done:
             return []
         if self.t0 is None:
@@ -204,6 +218,7 @@ class Probe:
         from sdtop.tui.models.latency import LatencyModel
 
         fold = LatencyModel.feed
+        fold_steps = LatencyModel.feed_steps
 
         def feed(model: Any, event: Any) -> bool:
             changed = fold(model, event)
@@ -211,7 +226,15 @@ class Probe:
                 probe.last_fold_wall = time.time()
             return changed
 
+        def feed_steps(model: Any, steps: Any) -> bool:
+            # the dashboard folds a batch's steps in one call (the fast path)
+            changed = fold_steps(model, steps)
+            if steps:
+                probe.last_fold_wall = time.time()
+            return changed
+
         LatencyModel.feed = feed  # type: ignore[method-assign,assignment]
+        LatencyModel.feed_steps = feed_steps  # type: ignore[method-assign,assignment]
 
 
 def raw_append_experiment() -> None:
@@ -311,6 +334,7 @@ async def drive(args: argparse.Namespace, size: tuple[int, int], headless: bool)
             wall_s=wall,
             cpu_s=cpu,
             gen_cpu_s=handle.gen_cpu,
+            runner_cpu_s=handle.thread_cpu,
             batches=probe.batches,
             apply_s=probe.apply_s,
             threads={k: threads1.get(k, 0.0) - threads0.get(k, 0.0) for k in threads1},
@@ -417,12 +441,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.figure("lag_end_drawn_ms", r["lag_end_drawn_ms"], "ms")
     report.figure("lag_max_ms", r["lag_max_ms"], "ms")
-    report.figure("cpu_pct", cpu_pct, "% of one core", target=f"< {TARGET_CPU_PCT:g}%", met=cpu_pct < TARGET_CPU_PCT)
+    cpu_target = TARGET_CPU_PCT_1K if args.rate <= 1000 else TARGET_CPU_PCT
+    report.figure("cpu_pct", cpu_pct, "% of one core", target=f"<= {cpu_target:g}%", met=cpu_pct <= cpu_target)
     report.figure("cpu_pct_with_generation", 100.0 * r["cpu_s"] / r["wall_s"], "% of one core")
     report.figure("batches_applied", r["batches"])
     report.figure("apply_ms_mean", 1000.0 * r["apply_s"] / max(1, r["batches"]), "ms")
     for name, secs in sorted(r["threads"].items(), key=lambda kv: -kv[1]):
         report.note(f"thread {name}: {100.0 * secs / r['wall_s']:.1f}% of one core")
+    if r.get("runner_cpu_s"):
+        # the runner thread has ended by now (psutil no longer lists it): its own clock
+        runner = 100.0 * (r["runner_cpu_s"] - r["gen_cpu_s"]) / r["wall_s"]
+        report.note(f"thread sdtop-runner (decode, session, hand-off to the reader): {runner:.1f}% of one core")
     report.note(f"synthetic line generation: {100.0 * r['gen_cpu_s'] / r['wall_s']:.1f}% (subtracted)")
     if "terminal_bytes" in r:
         report.note(f"terminal output: {r['terminal_bytes'] / r['wall_s'] / 1024:.0f} KiB/s")

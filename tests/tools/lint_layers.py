@@ -1,10 +1,6 @@
-"""Run import-linter over the ``sdtop`` namespace as it is installed.
+"""Run import-linter's contracts (pyproject.toml) over the ``sdtop`` namespace as installed.
 
-import-linter (grimp) finds a package's modules by walking the folder of a top-level package,
-and sdtop's sub-packages live in other folders (pyproject's package-dir mapping keeps the
-design card's root layout). So the contracts are checked on a throw-away tree that links
-``sdtop/tui``, ``sdtop/profiler`` and ``sdtop/pipelines`` to the real folders: the same files,
-under their import names. Exit status is lint-imports' own.
+See :mod:`tests.tools.linked` for why a linked tree. Exit status is lint-imports' own.
 """
 
 from __future__ import annotations
@@ -13,11 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-LINKED = ("tui", "profiler", "pipelines")
+from linked import ROOT, linked_tree
 
 
 def main() -> int:
@@ -25,14 +18,9 @@ def main() -> int:
     if lint is None:
         print("lint_layers: lint-imports is not installed (pip install -e '.[dev]')", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="sdtop-lint-") as tmp:
-        pkg = Path(tmp) / "sdtop"
-        pkg.mkdir()
-        shutil.copy(ROOT / "sdtop" / "__init__.py", pkg / "__init__.py")
-        for name in LINKED:
-            (pkg / name).symlink_to(ROOT / name, target_is_directory=True)
-        env = {**os.environ, "PYTHONPATH": tmp}
-        # cwd = the throw-away tree: lint-imports puts the working directory first on sys.path.
+    with linked_tree() as tmp:
+        env = {**os.environ, "PYTHONPATH": str(tmp)}
+        # cwd = the linked tree: lint-imports puts the working directory first on sys.path.
         return subprocess.run([lint, str(ROOT / "pyproject.toml")], cwd=tmp, env=env, check=False).returncode
 
 

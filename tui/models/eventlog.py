@@ -7,6 +7,7 @@ recompiles and graph breaks with torch's reason, OOMs, errors, and each cell's r
 
 from __future__ import annotations
 
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from ...profiler.contract import events as ev
@@ -45,10 +46,15 @@ class LogEntry:
 
 
 class EventLogModel:
+    """The entries, bounded: a deque drops the oldest as a new one comes (a list trimmed
+    from the front copied the whole log each time, 200 times a second at 10k steps/s), and
+    the count per category is kept with it, so the panel's "N shown" costs no scan."""
+
     max_entries = 5000
 
     def __init__(self) -> None:
-        self.entries: list[LogEntry] = []
+        self.entries: deque[LogEntry] = deque(maxlen=self.max_entries)
+        self._counts: Counter[str] = Counter()
         self.filter = "all"
         self.start_ts: float | None = None
         self._compile_started: dict[tuple[int, str], float] = {}
@@ -63,6 +69,10 @@ class EventLogModel:
     def visible(self) -> list[LogEntry]:
         return [e for e in self.entries if self.matches(e)]
 
+    def visible_count(self) -> int:
+        """How many entries the filter shows (what ``len(visible())`` says, without the scan)."""
+        return sum(self._counts[c] for c in _FILTER_CATEGORIES[self.filter])
+
     def feed(self, event: ev.Event) -> LogEntry | None:
         """Log one event; the new entry (whether or not the filter shows it), else None."""
         if self.start_ts is None or isinstance(event, ev.SessionStarted):
@@ -74,9 +84,10 @@ class EventLogModel:
             return None
         category, severity, text = made
         entry = LogEntry(event.ts, event.ts - (self.start_ts or event.ts), event.cell, category, severity, text)
+        if len(self.entries) == self.max_entries:
+            self._counts[self.entries[0].category] -= 1  # the deque drops it below
         self.entries.append(entry)
-        if len(self.entries) > self.max_entries:
-            del self.entries[: len(self.entries) - self.max_entries]
+        self._counts[category] += 1
         return entry
 
     def _describe(self, e: ev.Event) -> tuple[str, str, str] | None:

@@ -7,7 +7,9 @@ replayed session renders the same elapsed/ETA every time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from ...pipelines.settings import CellSpec
@@ -29,6 +31,9 @@ PHASE_LABELS = {
 #: Session-level Environment keys shown in the header, in order, with their labels.
 #: Most telling first: at 80 columns the last ones are cut.
 VERSION_KEYS = (("torch", "torch"), ("diffusers", "diffusers"), ("cuda", "CUDA"), ("driver", "driver"))
+
+
+_TS = attrgetter("ts")
 
 
 @dataclass
@@ -91,6 +96,25 @@ class HeaderModel:
         self.cell_durations: dict[int, float] = {}
 
     # --- folding -------------------------------------------------------------------------
+
+    def feed_steps(self, steps: Sequence[ev.StepTimed]) -> bool:
+        """A run of step events at once: only the latest step of the current cell shows, so
+        the header looks at that one (what :meth:`feed` of each in turn would leave)."""
+        if not steps:
+            return False
+        if self.start_ts is None:
+            self.start_ts = steps[0].ts
+        latest = max(map(_TS, steps))
+        if self.last_ts is None or latest > self.last_ts:
+            self.last_ts = latest
+        cur = self.current
+        if cur is None:
+            return False
+        for event in reversed(steps):
+            if event.cell == cur.index:
+                cur.call, cur.call_kind, cur.step, cur.stage = event.call, event.call_kind, event.step, event.stage
+                return True
+        return False
 
     def feed(self, event: ev.Event) -> bool:
         """Update from one event; True when something the header shows changed."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 
 from ...profiler.contract import events as ev
 
@@ -36,7 +39,7 @@ class CallSeries:
             return self.n_steps / self.loop_s
         if self.ms:
             mean = sum(self.ms) / len(self.ms)
-            return 1000.0 / mean if mean > 0 else None
+            return 1000.0 / mean if mean > 0 and math.isfinite(mean) else None
         return None
 
 
@@ -86,6 +89,15 @@ def _percentile_sorted(data: list[float], q: float) -> float | None:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
+#: What groups consecutive steps into one run: the same cell, call and stage.
+_STEP_KEY = attrgetter("cell", "call", "stage")
+
+
+def _is_finite(value: object) -> bool:
+    """A usable step time: a real, finite number (not None, NaN or infinity)."""
+    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class LatencyModel:
     """Step times of the cell being run, reset when the next cell starts.
 
@@ -119,26 +131,52 @@ class LatencyModel:
         self._measured = {}
         self._steady = {}
 
+    def feed_steps(self, steps: Sequence[ev.StepTimed]) -> bool:
+        """Fold a run of step events at once: the fast path for the 10k-a-second case.
+
+        Consecutive steps of one call are grouped (``itertools.groupby``, in C) and their
+        step numbers and times appended with one ``extend`` each, so a step costs a few
+        C-level operations instead of a ``match`` and four method calls. A step time that
+        is not a finite number (a NaN timing decodes as NaN, an old session's as None) is
+        left out of the chart and the percentiles: it is no measurement, and one NaN would
+        break the sorted population every figure is read from.
+        """
+        if not steps:
+            return False
+        for (cell, call, stage), run in groupby(steps, key=_STEP_KEY):
+            if cell != self.cell:
+                self._reset(cell)
+            group = list(run)
+            series = self._series(call, group[0].call_kind, stage)
+            ms = [e.ms for e in group]
+            step_numbers = [e.step for e in group]
+            if not all(map(_is_finite, ms)):
+                kept = [(n, m) for n, m in zip(step_numbers, ms, strict=True) if _is_finite(m)]
+                step_numbers = [n for n, _ in kept]
+                ms = [m for _, m in kept]
+            series.steps.extend(step_numbers)
+            series.ms.extend(ms)
+            if series.kind != "first":
+                self._values(self._steady, stage).values.extend(ms)
+                if series.kind == "measured":
+                    self._values(self._measured, stage).values.extend(ms)
+            self.current = (call, stage)
+        return True
+
+    def _series(self, call: int, kind: str, stage: str) -> CallSeries:
+        key = (call, stage)
+        series = self.calls.get(key)
+        if series is None:
+            series = self.calls[key] = CallSeries(call, kind, stage)
+            self._by_stage.setdefault(stage, []).append(series)
+            if kind == "first":
+                self._firsts.setdefault(stage, []).append(series)
+        return series
+
     def feed(self, event: ev.Event) -> bool:
         match event:
-            case ev.StepTimed():  # first: thousands a second on a fast worker
-                if event.cell != self.cell:
-                    self._reset(event.cell)
-                key = (event.call, event.stage)
-                series = self.calls.get(key)
-                if series is None:
-                    series = self.calls[key] = CallSeries(event.call, event.call_kind, event.stage)
-                    self._by_stage.setdefault(event.stage, []).append(series)
-                    if series.kind == "first":
-                        self._firsts.setdefault(event.stage, []).append(series)
-                series.steps.append(event.step)
-                series.ms.append(event.ms)
-                if series.kind != "first":
-                    self._values(self._steady, series.stage).values.append(event.ms)
-                    if series.kind == "measured":
-                        self._values(self._measured, series.stage).values.append(event.ms)
-                self.current = key
-                return True
+            case ev.StepTimed():  # one step; a batch of them goes through feed_steps
+                return self.feed_steps((event,))
             case ev.CellStarted():
                 self._reset(event.cell)
                 self.settings = dict(event.settings)
@@ -150,7 +188,8 @@ class LatencyModel:
                 series = self.calls.get((event.call, event.stage))
                 if series is None:
                     return False
-                series.loop_s, series.n_steps = event.loop_s, event.steps
+                if _is_finite(event.loop_s) and isinstance(event.steps, int):
+                    series.loop_s, series.n_steps = event.loop_s, event.steps
                 return True
         return False
 

@@ -4,10 +4,9 @@ with the CLI's own parsers, so a bad value gets exactly the message ``sdtop run`
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-from ...pipelines import registry, settings
+from ...pipelines import settings
 from ...pipelines.settings import MatrixSpec
 
 
@@ -64,27 +63,21 @@ class SetupForm:
         Fields the form does not show (model, device, seed, prompt) come from ``base``.
         Checks run in the CLI's order, so the first message is the one ``sdtop`` would print.
         """
-        base = base or MatrixSpec()
-        m = dataclasses.replace(
-            base,
-            pipelines=settings.parse_choices("--pipeline", self.pipelines, registry.PIPELINE_NAMES),
-            weights=settings.parse_choices("--weights", self.weights, settings.WEIGHTS),
-            attention=settings.parse_choices("--attention", self.attention, settings.ATTENTION),
-            compile_modes=settings.parse_choices("--compile", self.compile_modes, settings.COMPILE_MODES),
-            fullgraph=self.fullgraph,
-            compile_backends=settings.parse_choices(
-                "--compile-backend", self.compile_backends, settings.COMPILE_BACKENDS
-            ),
-            channels_last=self.channels_last,
-            dtypes=settings.parse_choices("--dtype", self.dtypes, settings.DTYPES) if self.dtypes else None,
-            batch_sizes=settings.parse_ints("--batch", self.batch),
-            steps=settings.parse_ints("--steps", self.steps),
-            height=settings.parse_size("--height", self.height.strip()),
-            width=settings.parse_size("--width", self.width.strip()),
-            iterations=settings.parse_int("--iterations", self.iterations.strip()),
-            warmup=settings.parse_int("--warmup", self.warmup.strip(), minimum=0),
-        )
-        return settings.validate_matrix(m)
+        texts = {
+            "--pipeline": ",".join(self.pipelines),
+            "--weights": ",".join(self.weights),
+            "--attention": ",".join(self.attention),
+            "--compile": ",".join(self.compile_modes),
+            "--compile-backend": ",".join(self.compile_backends),
+            "--dtype": ",".join(self.dtypes),
+            "--batch": self.batch,
+            "--steps": self.steps,
+            "--height": self.height,
+            "--width": self.width,
+            "--iterations": self.iterations,
+            "--warmup": self.warmup,
+        }
+        return settings.parse_matrix(texts, base, fullgraph=self.fullgraph, channels_last=self.channels_last)
 
     def describe(self, base: MatrixSpec | None = None) -> tuple[MatrixSpec | None, str]:
         """(matrix, "") when valid, (None, the one-line message) when not."""
@@ -94,7 +87,10 @@ class SetupForm:
             return None, str(exc)
 
 
-def cells_text(m: MatrixSpec) -> str:
-    n = m.n_cells()
+def cells_text(m: MatrixSpec, *, cuda_available: bool) -> str:
+    try:
+        n = m.n_cells(cuda_available=cuda_available)
+    except settings.BadInput as exc:  # e.g. --device cuda where there is none
+        return str(exc)
     calls = m.warmup + m.iterations
     return f"{n} cell{'s' * (n != 1)} × {calls} calls"

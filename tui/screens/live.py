@@ -20,22 +20,33 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, RichLog
+from textual.widgets import DataTable, Footer
+from textual.worker import Worker, WorkerState
 
 from ...profiler.report.compare import SessionData
 from ...profiler.report.render import render
-from ..models.dashboard import Dashboard
+from ...profiler.report.summary import Row
+from ..models.dashboard import Dashboard, RowsJob
+from ..models.eventlog import LogEntry
 from ..reader import Batch
 from ..sources import RunController
-from ..widgets.eventlog import EventsPanel
+from ..widgets.eventlog import EventLogView, EventsPanel
 from ..widgets.header import SessionHeader
 from ..widgets.latency import LatencyPanel
 from ..widgets.memory import MemoryPanel
 from ..widgets.summary import SummaryPanel
 
 PANELS = ("latency", "memory", "events", "summary")
-#: Seconds between two redraws of the panels that only show a latest state.
-MIN_REDRAW_S = {"latency": 0.2, "memory": 0.5, "header": 0.2}
+#: Seconds between two redraws of the panels that only show a latest state. The chart is
+#: the dearest frame of the screen (plotext: ~11 ms a frame on the 2-core Xeon, half of the
+#: UI thread at 5 Hz under 10k steps/s, tests/perf/bench_ui.py); at 2 Hz it still follows
+#: a call of a real pipeline step by step, and the header's step counter moves at 5 Hz.
+#: The log and the header at 4 Hz: each frame Textual draws costs the UI thread its
+#: compositing whatever changed, so they are drawn together in one frame, not each on its
+#: own schedule (:data:`ALIGN_S`).
+MIN_REDRAW_S = {"latency": 0.5, "memory": 0.5, "header": 0.25, "events": 0.25}
+#: A pending panel due within this many seconds is drawn with the ones due now (one frame).
+ALIGN_S = 0.1
 #: Below either size the compact layout is used (one bottom panel at a time).
 COMPACT_WIDTH = 110
 COMPACT_HEIGHT = 32
@@ -82,6 +93,7 @@ class LiveScreen(Screen[None]):
     ) -> None:
         super().__init__()
         self.dashboard = Dashboard()
+        self.dashboard.defer_rows = self._defer_rows
         self.dashboard.compare.set_other(against)
         #: told about a session loaded with ``b``, so a new run of the app keeps comparing
         self.on_against = on_against
@@ -99,6 +111,8 @@ class LiveScreen(Screen[None]):
         self.pending: set[str] = set()
         self._drawn: dict[str, float] = {}
         self._redraw_timer: Timer | None = None
+        #: log entries made since the events panel was last drawn
+        self._log_backlog: list[LogEntry] = []
 
     # --- layout ----------------------------------------------------------------------------
 
@@ -146,7 +160,7 @@ class LiveScreen(Screen[None]):
     def _panel_focus_target(self, name: str) -> Widget:
         panel = self.query_one(f"#{name}")
         if name == "events":
-            return panel.query_one(RichLog)
+            return panel.query_one(EventLogView)
         if name == "summary":
             return panel.query_one(DataTable)
         return panel
@@ -175,14 +189,14 @@ class LiveScreen(Screen[None]):
     def apply(self, batch: Batch) -> None:
         """Fold one batch into the view-models, then re-render what changed.
 
-        The log and the table take every batch (they append; a late line would read as a
-        stall). The chart, the gauges and the header are redrawn at most every
-        :data:`MIN_REDRAW_S` (a gauge only needs its latest value): on a 2-core box every
-        frame the UI draws is taken from the pipeline it measures.
+        The table takes its batch at once (it changes when a cell ends). The log, the
+        chart, the gauges and the header are redrawn at most every :data:`MIN_REDRAW_S`,
+        together (the log's new entries wait in a backlog, a quarter of a second at most):
+        on a 2-core box every frame the UI draws is taken from the pipeline it measures.
         """
         changed = self.dashboard.feed(batch.events)
         if "events" in changed:
-            self.query_one(EventsPanel).append(self.dashboard.new_entries)
+            self._log_backlog.extend(self.dashboard.new_entries)
         if "summary" in changed:
             self.query_one(SummaryPanel).show()
         for warning in batch.warnings:
@@ -200,13 +214,33 @@ class LiveScreen(Screen[None]):
             self.pending.add("header")
         self._redraw(force=final)
 
+    def _defer_rows(self, job: RowsJob) -> None:
+        """A big cell's summary rows, computed on a thread: a 300k-step cell takes about a
+        second of pure Python, which on this thread would freeze the screen at its end."""
+
+        def work() -> tuple[RowsJob, list[Row]]:
+            return job, job.run()
+
+        self.run_worker(work, name=f"rows:{job.cell}", group="rows", thread=True, exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A rows job ended: its rows go into the table, unless a newer job overtook it."""
+        worker = event.worker
+        if worker.group != "rows" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        if event.state != WorkerState.SUCCESS or worker.result is None:
+            return  # an error is the summary's own bug: the table keeps its last rows
+        job, rows = worker.result
+        if self.dashboard.rows_done(job, rows):
+            self.query_one(SummaryPanel).show()
+
     def _redraw(self, force: bool = False) -> None:
         """Draw the pending throttled panels whose interval has passed; come back for the rest."""
         now = time.monotonic()
         wait: list[float] = []
         for name in sorted(self.pending):
             left = self._drawn.get(name, -1e9) + MIN_REDRAW_S[name] - now
-            if left > 0 and not force:
+            if left > ALIGN_S and not force:
                 wait.append(left)
                 continue
             self.pending.discard(name)
@@ -215,6 +249,9 @@ class LiveScreen(Screen[None]):
                 self.query_one(LatencyPanel).show()
             elif name == "memory":
                 self.query_one(MemoryPanel).show()
+            elif name == "events":
+                backlog, self._log_backlog = self._log_backlog, []
+                self.query_one(EventsPanel).append(backlog)
             else:
                 self._header()
         if wait and self._redraw_timer is None:
@@ -294,6 +331,8 @@ class LiveScreen(Screen[None]):
 
     def action_filter(self) -> None:
         self.dashboard.log.cycle_filter()
+        self._log_backlog = []  # the rebuild shows them
+        self.pending.discard("events")
         self.query_one(EventsPanel).rebuild()
         if self.compact and not self.zoomed:
             self.action_select_panel("events")

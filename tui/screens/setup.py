@@ -46,12 +46,15 @@ class SetupScreen(Screen[None]):
         Binding("escape", "back", "Back"),
     ]
 
-    def __init__(self, matrix: MatrixSpec, *, read_only: bool = False, can_go_back: bool = False) -> None:
+    def __init__(
+        self, matrix: MatrixSpec, *, read_only: bool = False, can_go_back: bool = False, cuda_available: bool = False
+    ) -> None:
         super().__init__()
         self.base = matrix
         self.form = SetupForm.from_matrix(matrix)
         self.read_only = read_only
         self.can_go_back = can_go_back
+        self.cuda_available = cuda_available  # the cell count is expand()'s, on this host
         self.error = ""
 
     def compose(self) -> ComposeResult:
@@ -123,7 +126,7 @@ class SetupScreen(Screen[None]):
         err = self.query_one("#setup-error", Static)
         if matrix is not None:
             t = Text()
-            t.append(cells_text(matrix), style="bold")
+            t.append(cells_text(matrix, cuda_available=self.cuda_available), style="bold")
             if not self.read_only:
                 t.append("  ·  ctrl+r to start", style="dim")
             count.update(t)

@@ -1,0 +1,71 @@
+"""The words and number formats every text output of the report layer shares, and the one
+guard against untrusted text: sessions are shared and merged, so any string from an event
+(an error message, a device name) may carry terminal escape sequences.
+
+One definition each, so the summary, the comparison and the dashboard (``tui/models`` may
+import this; the reverse is forbidden) cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: The line under every it/s table, so nobody mistakes the unit (the seed's T4 table
+#: switched to seconds per iteration; sdtop never does).
+UNIT_LINE = "it/s = denoising steps per second, median of measured calls"
+
+#: What a table shows for an ok cell that produced no figure (no measured call).
+NO_FIGURE = "n/a"
+
+#: Versions of a session's environment (key, the label a person reads), in the order they
+#: are shown: compare calls out the ones that differ between sessions.
+VERSION_LABELS: tuple[tuple[str, str], ...] = (
+    ("sdtop", "sdtop"),
+    ("torch", "torch"),
+    ("diffusers", "diffusers"),
+    ("transformers", "transformers"),
+    ("cuda", "CUDA"),
+    ("driver", "driver"),
+)
+#: summary.md's versions line: the same, and the interpreter.
+ENV_LINE_LABELS: tuple[tuple[str, str], ...] = (*VERSION_LABELS, ("python", "python"))
+
+# C0 controls but tab and newline, DEL, C1 controls (0x9b is a one-byte CSI), and the
+# bidirectional overrides/isolates that make a terminal show text in another order.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROLS_AND_NEWLINES = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# What json.dumps(ensure_ascii=False) leaves raw: DEL, C1 and the bidi controls.
+_JSON_RAW = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_controls(text: str, *, keep_newlines: bool = True) -> str:
+    """``text`` with control characters written out (ESC as ``\\x1b``), so a crafted event
+    cannot move the cursor, retitle the terminal or hide text. Tabs stay; newlines stay
+    unless ``keep_newlines`` is false (inside a table cell a newline is not structure)."""
+    pattern = _CONTROLS if keep_newlines else _CONTROLS_AND_NEWLINES
+    return pattern.sub(_escaped, text) if pattern.search(text) else text
+
+
+def escape_json(text: str) -> str:
+    """JSON text with the control characters ``json.dumps(ensure_ascii=False)`` leaves raw
+    (DEL, C1, bidi) written as ``\\uXXXX``: still the same JSON, now safe on a terminal."""
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def md_cell(text: str) -> str:
+    """A Markdown table cell: controls escaped (newlines too: a cell is one line), then
+    what would break the table (a pipe in an error message)."""
+    return escape_controls(text, keep_newlines=False).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def fmt_rate(v: float | None) -> str:
+    """it/s as every table shows it: 2 decimals like the seed, 3 significant digits below
+    0.1 it/s so slow cells do not read "0.00"; :data:`NO_FIGURE` when there is none."""
+    if v is None:
+        return NO_FIGURE
+    return f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3g}"
