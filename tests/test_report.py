@@ -264,3 +264,28 @@ def test_bench_export_smoke(tmp_path: Path) -> None:
     for fmt in ("md", "csv"):
         assert {f"{fmt}_wall_s", f"{fmt}_cpu_s", f"{fmt}_peak_rss_mb", f"{fmt}_rss_growth_mb"} <= figures.keys()
     assert "# done" in out.stdout
+
+
+@pytest.mark.parametrize("name", ["clean", "oom", "recompile", "crashed"])
+def test_folding_steps_as_runs_is_folding_them_one_by_one(name: str) -> None:
+    """The dashboard's hot path (``add_steps``) against ``add``, rows compared with running
+    cells included, cut in the middle of calls."""
+    from itertools import groupby
+
+    from sdtop.profiler.report.fold import SessionFold
+    from sdtop.profiler.report.rows import rows_of
+
+    events = read_events(FIXTURES / name / "events.jsonl")
+    cut = len(events) * 2 // 3
+    one, runs = SessionFold(), SessionFold()
+    for e in events[:cut]:
+        one.add(e)
+    for is_step, group in groupby(events[:cut], key=lambda e: isinstance(e, StepTimed)):
+        batch = list(group)
+        if is_step:
+            runs.add_steps(batch)  # type: ignore[arg-type]
+        else:
+            for e in batch:
+                runs.add(e)
+    assert rows_of(runs, live=True) == rows_of(one, live=True)
+    assert rows_of(runs, live=False) == rows_of(one, live=False)

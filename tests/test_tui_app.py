@@ -52,11 +52,11 @@ async def test_replay_jumps_to_the_end_and_shows_every_row() -> None:
 async def test_replay_at_recorded_speed_can_jump_to_the_end() -> None:
     app = SdtopApp(replay=SESSIONS / "unsupported", replay_speed="recorded")
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: app.live is not None and len(live(app).dashboard.events) > 0)
+        await until(pilot, lambda: app.live is not None and live(app).dashboard.n_events > 0)
         assert live(app).ended is None and live(app).check_action("jump_end", ())
         await pilot.press("e")
         await until(pilot, lambda: live(app).ended == "replayed")
-        assert len(live(app).dashboard.events) == len(fixture_events("unsupported"))
+        assert live(app).dashboard.n_events == len(fixture_events("unsupported"))
 
 
 @pytest.mark.parametrize(("key", "name"), [("c", "summary.csv"), ("m", "summary.md")])
@@ -87,7 +87,7 @@ async def test_q_stops_the_runner_and_exits(tmp_path: Path) -> None:
     matrix = MatrixSpec(pipelines=("sd-txt2img",), weights=("tiny",))
     app = SdtopApp(matrix=matrix, out=tmp_path, prepare=prepare, argv=["sdtop", "-p", "sd-txt2img"], clock=lambda: 0.0)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: app.live is not None and len(live(app).dashboard.events) == 400)
+        await until(pilot, lambda: app.live is not None and live(app).dashboard.n_events == 400)
         assert live(app).running and live(app).check_action("stop", ())
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running)
@@ -132,7 +132,7 @@ async def test_live_elapsed_uses_the_injected_clock(tmp_path: Path) -> None:
     prepare = FakePrepare(events[: events.index(first_cell_done) + 1], tmp_path)
     app = SdtopApp(matrix=MatrixSpec(), prepare=prepare, clock=lambda: start + 125.0)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: app.live is not None and first_cell_done in live(app).dashboard.events)
+        await until(pilot, lambda: app.live is not None and first_cell_done in live(app).dashboard.sparse)
         header = live(app).query_one(SessionHeader)
         await until(pilot, lambda: header.now == start + 125.0)
         assert dict(live(app).dashboard.header.timing(header.now))["elapsed"] == "2m05s"

@@ -139,7 +139,7 @@ def test_live_screen_while_running(snap_compare: SnapCompare, tmp_path: Path) ->
     app = SdtopApp(matrix=MatrixSpec(), prepare=prepare, clock=lambda: events[cut].ts + 0.5)
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        await until(pilot, lambda: app.live is not None and len(app.live.dashboard.events) == cut + 1)
+        await until(pilot, lambda: app.live is not None and app.live.dashboard.n_events == cut + 1)
         await until(pilot, lambda: app.live is not None and not app.live.pending)  # throttled redraws done
         await pilot.pause()
 

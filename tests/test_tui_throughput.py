@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from sdtop.pipelines.settings import CellSpec
 from sdtop.profiler.contract import events as ev
 from sdtop.profiler.host.session import read_events
 from sdtop.profiler.report import summary
-from sdtop.tui.models.dashboard import Dashboard, RowsJob
+from sdtop.tui.models.dashboard import Dashboard
 from sdtop.tui.models.eventlog import EventLogModel
 from sdtop.tui.models.header import HeaderModel
 from sdtop.tui.models.latency import LatencyModel
@@ -45,27 +46,20 @@ def test_incremental_rows_are_the_summary_rows(name: str, size: int) -> None:
     for at in range(0, len(events), size):
         d.feed(events[at : at + size])
         assert d.summary.rows == finished_rows(events[: at + size])
-    assert d.events == events and d.sparse == [e for e in events if not isinstance(e, ev.StepTimed)]
+    assert d.n_events == len(events) and d.sparse == [e for e in events if not isinstance(e, ev.StepTimed)]
 
 
-def test_a_big_cell_is_summed_up_off_the_ui_thread() -> None:
-    """Past ``inline_rows_max`` events the rows become a job; its result lands unless a
-    newer job for the same cell overtook it."""
+def test_no_step_event_outlives_its_batch() -> None:
+    """Memory grows with cells, not steps: the dashboard keeps a step's figures, not the
+    event (a 30 s run at 10k/s would otherwise hold 300k objects for the collector to walk)."""
     events = fixture("clean")
     d = Dashboard()
-    d.inline_rows_max = 0
-    jobs: list[RowsJob] = []
-    d.defer_rows = jobs.append
-    changed = d.feed(events)
-    assert "summary" not in changed and d.summary.rows == [] and jobs
-    latest = {job.cell: job for job in jobs}
-    stale = [job for job in jobs if latest[job.cell] is not job]
-    for job in stale:  # overtaken: dropped
-        assert not d.rows_done(job, job.run())
-    results = [job.run() for job in latest.values()]  # as a worker thread would
-    for job, rows in zip(latest.values(), results, strict=True):
-        d.rows_done(job, rows)
-    assert d.summary.rows == finished_rows(events)
+    d.feed([e for e in events if not isinstance(e, ev.StepTimed)][:3])  # session + first cell started
+    probe = ev.StepTimed(cell=0, call=1, call_kind="measured", stage="main", step=0, ms=12.5)
+    ref = weakref.ref(probe)
+    d.feed([probe])
+    del probe
+    assert ref() is None and d.n_steps == 1
 
 
 def step(call: int, n: int, ms: float | None, *, cell: int = 0, kind: str = "measured") -> ev.StepTimed:
@@ -127,6 +121,21 @@ def test_progress_never_raises_and_says_what_the_dashboard_says() -> None:
     text = out.getvalue()
     assert f"[1/1] started: {spec.label()}" in text
     assert f"[1/1] {spec.label()}: ok · last call 100.0 it/s" in text and "Traceback" not in text
+
+
+def test_progress_shows_control_characters_and_never_obeys_them() -> None:
+    """A crafted error text in a worker's event (or a resumed, shared session) must not
+    retitle or redraw the user's terminal through ``sdtop run``'s lines."""
+    out = io.StringIO()
+    p = RunProgress(out, clock=lambda: 1e9)
+    p.start(1, Path("/tmp/session"))
+    spec = CellSpec("sd-txt2img", steps=3, iterations=1, warmup=0)
+    p.on_event(ev.CellStarted(cell=0, n_cells=1, settings=spec.to_dict()))
+    p.on_event(ev.Log(cell=0, level="warning", message="bad \x1b]0;pwned\x07 \x9b2J"))
+    p.on_event(ev.CellFinished(cell=0, status="error: \x1b[2Jgone"))
+    text = out.getvalue()
+    assert not any(c in text for c in "\x1b\x07\x9b")
+    assert "\\x1b]0;pwned\\x07" in text and "error: \\x1b[2Jgone" in text
 
 
 def test_progress_survives_a_model_that_raises(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,7 +33,7 @@ from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from ..pipelines.settings import MatrixSpec
+from ..pipelines.settings import BadInput, MatrixSpec
 from ..profiler.contract.events import SessionStarted
 from .messages import EventsArrived, StartRequested
 from .models.setup import default_matrix
@@ -199,7 +199,7 @@ class SdtopApp(App[int]):
     @on(EventsArrived)
     async def _events_arrived(self, message: EventsArrived) -> None:
         batch = message.batch
-        if batch.error is not None and not batch.events and self.live is not None and not self.live.dashboard.events:
+        if batch.error is not None and not batch.events and self.live is not None and not self.live.dashboard.n_events:
             await self._start_failed(batch.error)
             return
         if self.live is not None and self.live.is_mounted:
@@ -247,12 +247,12 @@ class SdtopApp(App[int]):
     def _recorded_matrix(self) -> MatrixSpec | None:
         if self.live is None:
             return None
-        started = next((e for e in self.live.dashboard.events if isinstance(e, SessionStarted)), None)
+        started = self.live.dashboard.first(SessionStarted)
         if started is None or not started.matrix:
             return None
         try:
             return MatrixSpec.from_dict(started.matrix)
-        except TypeError:
+        except (TypeError, BadInput):  # another version's matrix, or values this one refuses
             return None
 
     def action_help(self) -> None:

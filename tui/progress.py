@@ -36,6 +36,7 @@ from ..profiler.contract.events import (
     StepTimed,
 )
 from ..profiler.contract.status import is_ok, one_line
+from ..profiler.report.text import escape_controls
 from .models import fmt
 from .models.header import HeaderModel
 from .models.latency import LatencyModel
@@ -107,8 +108,8 @@ class RunProgress:
             status = self.status_line()
         t = Table.grid(padding=(0, 1))
         t.add_column()
-        t.add_row(Text(cell, style="bold cyan", no_wrap=True, overflow="ellipsis"))
-        t.add_row(Text(status, no_wrap=True, overflow="ellipsis"))
+        t.add_row(Text(escape_controls(cell), style="bold cyan", no_wrap=True, overflow="ellipsis"))
+        t.add_row(Text(escape_controls(status), no_wrap=True, overflow="ellipsis"))
         return t
 
     # --- folding -----------------------------------------------------------------------------
@@ -164,6 +165,9 @@ class RunProgress:
         return self.header.n_cells or self.n_cells or "?"
 
     def _print(self, msg: str) -> None:
+        """Every line this display prints: session text (an error message, a setting) comes
+        from workers and shared sessions, so control characters are shown, never obeyed."""
+        msg = escape_controls(msg)
         if self.live is not None:
             self.live.console.print(msg, markup=False, highlight=False)
         else:

@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import sys
 import time
 import types
@@ -762,9 +763,44 @@ def _unknown(kind: str, d: dict[str, Any]) -> tuple[Event, list[FieldWarning]]:
     return UnknownEvent(kind=kind, data=rest, ts=values["ts"], cell=values["cell"]), warnings
 
 
+# A step line exactly as the worker encodes it (``encode``: kind, v, then the fields in
+# order), with values of the exact types and ranges the decoder takes as they are: floats
+# with a point (non-negative, so ``ms`` passes its duration check), plain ints, ASCII
+# strings without escapes. Nine lines in ten of a session are steps and json.loads plus
+# the field checks are most of their cost (~5 µs against ~3.5 µs here, 2-core Xeon); a
+# line that differs in any way takes the full decoder, so the two cannot disagree.
+_FLOAT = r"(\d+\.\d+)"
+_INT = r"(-?(?:0|[1-9]\d*))"
+_WORD = r'"([\x20\x21\x23-\x5b\x5d-\x7e]*)"'
+_STEP_LINE = re.compile(
+    rf'\{{"kind":"step","v":{SCHEMA_VERSION},"ts":{_FLOAT},"cell":{_INT},"call":{_INT},'
+    rf'"call_kind":{_WORD},"stage":{_WORD},"step":{_INT},"ms":{_FLOAT}\}}\s*\Z'
+)
+
+
+def _canonical_step(line: str) -> StepTimed | None:
+    """A canonical step line as the full decoder would read it; None for any other line."""
+    m = _STEP_LINE.match(line)
+    if m is None:
+        return None
+    ts_text, cell, call, call_kind, stage, step, ms_text = m.groups()
+    ts, ms = float(ts_text), float(ms_text)
+    if ms > _MAX or ts > _MAX:  # too many digits to be a finite float: the full rules apply
+        return None
+    event = object.__new__(StepTimed)
+    values = {"ts": ts, "cell": int(cell), "call": int(call), "call_kind": call_kind, "stage": stage}
+    values["step"], values["ms"] = int(step), ms
+    object.__setattr__(event, "__dict__", values)
+    return event
+
+
 def decode_with_warnings(line: str | bytes) -> tuple[Event, list[FieldWarning]]:
     """Parse one JSON line into a typed event and the warnings of its values. Raises
     :class:`SchemaError` (a short reason) for a line that is no event at all."""
+    if type(line) is str:
+        step = _canonical_step(line)
+        if step is not None:
+            return step, []
     try:
         d = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

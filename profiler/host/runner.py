@@ -34,6 +34,7 @@ from ..contract.events import (
     PhaseStarted,
     SessionFinished,
     SessionStarted,
+    StepTimed,
     WorkerExited,
     WorkerStarted,
 )
@@ -262,17 +263,21 @@ class Runner:
             while not handle.done:
                 batch: list[Event] = []
                 raw: list[str | None] = []
-                for line, ev, warnings in handle.read(POLL_S):
+                received = handle.read(POLL_S)
+                if received:
+                    watch.touch()  # any line is a sign of life
+                for line, ev, warnings in received:
                     if line is None:  # not an event: ev is the Log that says so
                         batch.append(ev)
                         raw.append(None)
                         continue
-                    if isinstance(ev, CellFinished):
-                        finished = ev
-                    elif isinstance(ev, WorkerExited):
-                        exited = ev
-                    watch.saw(ev)
-                    self._observe(idx, spec, ev)
+                    if type(ev) is not StepTimed:  # steps (nearly every line) change nothing here
+                        if isinstance(ev, CellFinished):
+                            finished = ev
+                        elif isinstance(ev, WorkerExited):
+                            exited = ev
+                        watch.saw(ev)
+                        self._observe(idx, spec, ev)
                     batch.append(ev)
                     raw.append(line)
                     if warnings:
@@ -370,8 +375,11 @@ class _StallWatch:
         self.phase = "startup"
         self.open_compiles = 0
 
-    def saw(self, ev: Event) -> None:
+    def touch(self) -> None:
         self.last = time.monotonic()
+
+    def saw(self, ev: Event) -> None:
+        """A worker event other than a step: the phase and open compiles it may change."""
         if isinstance(ev, PhaseStarted):
             self.phase = ev.phase
         elif isinstance(ev, CompileStarted):

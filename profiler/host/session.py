@@ -24,7 +24,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,7 +33,6 @@ from typing import IO, Any
 from ..contract.events import (
     Event,
     SchemaError,
-    StepTimed,
     decode,
     encode,
     to_dict,
@@ -251,10 +249,6 @@ def iter_events(path: Path | str, on_warning: Warn | None = None) -> Iterator[Ev
                 continue
             if pending is not None:
                 raise SessionError(f"{p.name} line {pending[0]} is corrupt: {pending[1]}")
-            step = _step_line(raw)
-            if step is not None:
-                yield step
-                continue
             try:
                 ev = decode(raw.decode("utf-8"))
             except UnicodeDecodeError:
@@ -266,57 +260,6 @@ def iter_events(path: Path | str, on_warning: Warn | None = None) -> Iterator[Ev
             yield ev
     if pending is not None and on_warning is not None:
         on_warning(f"{p.name} line {pending[0]} is incomplete (torn write); skipped")
-
-
-# A step line exactly as the worker encodes it (``encode``: kind, v, then the fields in
-# order), with values of the exact types and ranges the decoder takes as they are: floats
-# with a point (non-negative, so ``ms`` passes its duration check), plain ints, ASCII
-# strings without escapes. Nine lines in ten of a session are steps and json.loads is
-# most of their cost; a line that differs in any way takes the full decoder.
-_FLOAT = rb"(\d+\.\d+)"
-_INT = rb"(-?(?:0|[1-9]\d*))"
-_WORD = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]*)"'
-_STEP_LINE = re.compile(
-    rb'\{"kind":"step","v":1,"ts":'
-    + _FLOAT
-    + rb',"cell":'
-    + _INT
-    + rb',"call":'
-    + _INT
-    + rb',"call_kind":'
-    + _WORD
-    + rb',"stage":'
-    + _WORD
-    + rb',"step":'
-    + _INT
-    + rb',"ms":'
-    + _FLOAT
-    + rb"\}[ \t\r\n]*\Z"
-)
-
-
-def _step_line(raw: bytes) -> StepTimed | None:
-    """A canonical step line as the :class:`StepTimed` :func:`decode` would give, without
-    json.loads; None for any other line (the full decoder then reads it)."""
-    m = _STEP_LINE.match(raw)
-    if m is None:
-        return None
-    ts_text, cell, call, call_kind, stage, step, ms_text = m.groups()
-    ts, ms = float(ts_text), float(ms_text)
-    if not (math.isfinite(ts) and math.isfinite(ms)):
-        return None
-    values = {
-        "ts": ts,
-        "cell": int(cell),
-        "call": int(call),
-        "call_kind": call_kind.decode("ascii"),
-        "stage": stage.decode("ascii"),
-        "step": int(step),
-        "ms": ms,
-    }
-    ev = object.__new__(StepTimed)
-    object.__setattr__(ev, "__dict__", values)  # as decode builds events (no __post_init__)
-    return ev
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -30,9 +30,13 @@ from .fold import GpuPoint, Telemetry
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The ``q``-th percentile (0..100) with linear interpolation between closest ranks,
     numpy's default method, so figures match what a user gets from the CSV with numpy."""
-    if not values:
+    return percentile_sorted(sorted(values), q)
+
+
+def percentile_sorted(data: Sequence[float], q: float) -> float | None:
+    """:func:`percentile` of data already sorted (the dashboard keeps its steps sorted)."""
+    if not data:
         return None
-    data = sorted(values)
     pos = (len(data) - 1) * q / 100.0
     lo = math.floor(pos)
     hi = min(lo + 1, len(data) - 1)

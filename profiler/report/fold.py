@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from ..contract.events import (
@@ -43,6 +45,7 @@ from ..contract.events import (
 )
 
 Size = tuple[int, int]
+_CELL = attrgetter("cell")
 #: (ts, util_pct, power_w, energy_mj) of one ``ok`` GPU sample, values as recorded.
 GpuPoint = tuple[float, Any, Any, Any]
 
@@ -202,6 +205,29 @@ class CellFold:
         elif isinstance(e, WorkerExited):
             self.exited = e
 
+    def add_steps(self, steps: Iterable[StepTimed]) -> None:
+        """Steps of this cell as :meth:`add` takes them one by one, the bookkeeping paid once
+        per (call, stage, kind) run instead of per step: the dashboard's hot path."""
+        key: tuple[Any, Any, Any] | None = None
+        found: array[float] | None = None
+        isfinite = math.isfinite
+        for e in steps:
+            call, stage, kind = e.call, e.stage, e.call_kind
+            if (call, stage, kind) != key:
+                key = (call, stage, kind)
+                if isinstance(call, int) and call >= 0 and call not in self.size_of_call:
+                    self.size_of_call[call] = self._current
+                if stage and stage not in self.event_stages:
+                    self.event_stages[stage] = None
+                found = None
+                if kind == "measured":
+                    found = self.steps.get((call, stage))
+                    if found is None:
+                        found = self.steps[(call, stage)] = array("d")
+            ms = e.ms
+            if found is not None and isinstance(ms, int | float) and isfinite(ms):
+                found.append(float(ms))
+
     def _track_size(self, e: Event) -> None:
         """A call runs at the size of the call phase it belongs to (``PhaseStarted`` carries
         it); ``CallFinished`` confirms it. The first event of a call fixes it otherwise."""
@@ -288,6 +314,19 @@ class SessionFold:
             fold = self.cells.get(cell)
             if fold is not None:
                 fold.add(e)
+
+    def add_steps(self, steps: Sequence[StepTimed]) -> None:
+        """A run of step events, as :meth:`add` would fold them one by one (see
+        :meth:`CellFold.add_steps`)."""
+        if not steps:
+            return
+        if self._pos == 0:
+            self.first_ts = steps[0].ts
+        self._pos += len(steps)
+        for cell, run in groupby(steps, key=_CELL):
+            fold = self.cells.get(cell)
+            if fold is not None:
+                fold.add_steps(run)
 
     def ended_after(self, cell: int) -> bool:
         """Whether a ``SessionFinished`` came after the cell's (last) start."""

@@ -34,11 +34,12 @@ def render(events: Iterable[Event], fmt: Format, *, live: bool = False) -> str:
     is still running (an unfinished cell is then ``running``, not ``interrupted``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
-    return _render(fold(events), fmt, live=live)
+    return render_folded(fold(events), fmt, live=live)
 
 
-def _render(session: SessionFold, fmt: Format, *, live: bool, table: list[Row] | None = None) -> str:
-    """One output of a folded session; ``table``: its rows when already built."""
+def render_folded(session: SessionFold, fmt: Format, *, live: bool, table: list[Row] | None = None) -> str:
+    """One output of a folded session (the dashboard keeps one as events arrive);
+    ``table``: its rows when already built."""
     table = rows_of(session, live=live) if table is None else table
     if fmt == "csv":
         return to_csv(table)
@@ -67,8 +68,8 @@ def finalize(directory: Path | str, *, live: bool = False, on_warning: Warn | No
     table = rows_of(session, live=live)
     files = {
         SESSION_FILE: _json(info_of(session, live=live)),
-        SUMMARY_CSV: _render(session, "csv", live=live, table=table),
-        SUMMARY_MD: _render(session, "md", live=live, table=table),
+        SUMMARY_CSV: render_folded(session, "csv", live=live, table=table),
+        SUMMARY_MD: render_folded(session, "md", live=live, table=table),
     }
     for name, text in files.items():
         atomic_write(d / name, text)

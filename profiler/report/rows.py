@@ -257,9 +257,15 @@ def rows_of(session: SessionFold, *, live: bool) -> list[Row]:
     """:func:`rows` of events already folded (one fold serves every output of render)."""
     out: list[Row] = []
     for cell in sorted(session.cells):
-        status = session_status(session, cell, live=live)
-        out.extend(_cell_rows(session.cells[cell], status, session.session_env))
+        out.extend(cell_rows(session, cell, live=live))
     return out
+
+
+def cell_rows(session: SessionFold, cell: int, *, live: bool) -> list[Row]:
+    """One started cell's rows, from a fold that may still be growing: how the dashboard
+    keeps its table current without going over the session again."""
+    status = session_status(session, cell, live=live)
+    return _cell_rows(session.cells[cell], status, session.session_env)
 
 
 def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list[Row]:

@@ -17,7 +17,7 @@ in a live run. The host sampler is off (it samples a worker process; there is no
 Measured, from the moment the synthetic worker starts to the moment the app has applied
 its last step (``LiveScreen.apply`` returned: view-models fed, panels drawn or scheduled):
 
-- ``lost``: steps sent minus steps held by the view-models (the dashboard's event list and
+- ``lost``: steps sent minus steps taken in by the view-models (the dashboard's step count and
   the latency model's series); must be 0;
 - ``lag_end_ms``: the last step's timestamp (written by the synthetic worker) to the
   moment ``apply`` returned with it; ``lag_max_ms``: the worst over every batch (oldest
@@ -237,29 +237,6 @@ class Probe:
         LatencyModel.feed_steps = feed_steps  # type: ignore[method-assign,assignment]
 
 
-def raw_append_experiment() -> None:
-    """``--experiment-raw-append``: what the parent would cost if the session file got the
-    worker's line as received instead of a re-encoding of the decoded event (a proposal
-    for profiler/host/runner.py + profiler/host/session.py, tried here by patching this process only)."""
-    import sdtop.profiler.host.runner as runner_mod
-    import sdtop.profiler.host.session as session_mod
-
-    decode = runner_mod.decode
-    encode_line = session_mod._encode_line
-
-    def decode_keeping_line(line: str) -> Any:
-        event = decode(line)
-        object.__setattr__(event, "_raw", line)
-        return event
-
-    def encode_line_raw(event: Any) -> bytes:
-        raw = getattr(event, "_raw", None)
-        return (raw + "\n").encode() if raw is not None else encode_line(event)
-
-    runner_mod.decode = decode_keeping_line
-    session_mod._encode_line = encode_line_raw  # type: ignore[assignment]
-
-
 def thread_cpu() -> dict[str, float]:
     """CPU seconds per named thread of this process (psutil; empty where unsupported)."""
     try:
@@ -319,9 +296,8 @@ async def drive(args: argparse.Namespace, size: tuple[int, int], headless: bool)
         cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         live = app.live
         assert live is not None
-        from sdtop.profiler.contract.events import StepTimed
 
-        held = sum(1 for e in live.dashboard.events if isinstance(e, StepTimed))
+        held = live.dashboard.n_steps
         in_chart = sum(len(s.ms) for s in live.dashboard.latency.calls.values())
         result.update(
             sent=handle.sent,
@@ -376,8 +352,6 @@ def run_in_pty(args: argparse.Namespace) -> dict[str, Any]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--pty-child", "--result", str(result)]
     argv += ["--rate", str(args.rate), "--duration", str(args.duration), "--steps", str(args.steps)]
     argv += ["--width", str(args.width), "--height", str(args.height)]
-    if args.experiment_raw_append:
-        argv.append("--experiment-raw-append")
     env = child_env()
     env["TERM"] = "xterm-256color"
     # Textual draws on stderr: all three go to the terminal, which is read until the end
@@ -417,11 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pty", action="store_true", help="real terminal driver in a pseudo-terminal (a child process)")
     p.add_argument("--pty-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--experiment-raw-append", action="store_true", help=raw_append_experiment.__doc__)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    if args.experiment_raw_append:
-        raw_append_experiment()
     if args.pty_child:
         return pty_child(args)
     report = Report("UI throughput: synthetic worker -> Runner -> SdtopApp")
@@ -429,7 +400,6 @@ def main(argv: list[str] | None = None) -> int:
         rate=f"{args.rate:g} steps/s",
         duration=f"{args.duration:g} s",
         terminal=f"{args.width}x{args.height} {'pty (real driver)' if args.pty else 'headless (run_test)'}",
-        experiment="raw-line append (not sdtop as shipped)" if args.experiment_raw_append else "none",
     )
     r = run_in_pty(args) if args.pty else asyncio.run(drive(args, (args.width, args.height), headless=True))
     lost = r["sent"] - min(r["held_dashboard"], r["held_latency"], r["applied"])

@@ -16,6 +16,7 @@ from itertools import groupby
 from operator import attrgetter
 
 from ...profiler.contract import events as ev
+from ...profiler.report.figures import percentile_sorted
 
 #: Chart roles, drawn in this order (the current call last, so it is on top).
 ROLES = ("first", "warmup", "previous", "current")
@@ -77,16 +78,6 @@ class _Values:
             else:
                 self._sorted.extend(new)
         return self._sorted
-
-
-def _percentile_sorted(data: list[float], q: float) -> float | None:
-    """:func:`profiler.report.summary.percentile` (numpy's linear method) of already sorted data."""
-    if not data:
-        return None
-    pos = (len(data) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
 #: What groups consecutive steps into one run: the same cell, call and stage.
@@ -218,10 +209,10 @@ class LatencyModel:
         return values.sorted() if values is not None else []
 
     def p50(self) -> float | None:
-        return _percentile_sorted(self._measured_sorted(), 50)
+        return percentile_sorted(self._measured_sorted(), 50)
 
     def p95(self) -> float | None:
-        return _percentile_sorted(self._measured_sorted(), 95)
+        return percentile_sorted(self._measured_sorted(), 95)
 
     def it_per_s(self) -> float | None:
         series = self.current_series()
@@ -258,7 +249,7 @@ class LatencyModel:
         if not reference or not tops:
             return None
         # a recompile inside a measured call is an outlier too: keep it off the scale
-        typical = _percentile_sorted(reference, 50) or 0.0
+        typical = percentile_sorted(reference, 50) or 0.0
         kept = bisect.bisect_right(reference, 5 * typical) or len(reference)
         lo, hi = reference[0], reference[kept - 1]
         if max(tops) <= 3 * hi:

@@ -18,15 +18,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer
-from textual.worker import Worker, WorkerState
 
 from ...profiler.report.compare import SessionData
-from ...profiler.report.render import render
-from ...profiler.report.summary import Row
-from ..models.dashboard import Dashboard, RowsJob
+from ..models.dashboard import Dashboard
 from ..models.eventlog import LogEntry
 from ..reader import Batch
 from ..sources import RunController
@@ -37,16 +33,15 @@ from ..widgets.memory import MemoryPanel
 from ..widgets.summary import SummaryPanel
 
 PANELS = ("latency", "memory", "events", "summary")
-#: Seconds between two redraws of the panels that only show a latest state. The chart is
-#: the dearest frame of the screen (plotext: ~11 ms a frame on the 2-core Xeon, half of the
-#: UI thread at 5 Hz under 10k steps/s, tests/perf/bench_ui.py); at 2 Hz it still follows
-#: a call of a real pipeline step by step, and the header's step counter moves at 5 Hz.
-#: The log and the header at 4 Hz: each frame Textual draws costs the UI thread its
-#: compositing whatever changed, so they are drawn together in one frame, not each on its
-#: own schedule (:data:`ALIGN_S`).
-MIN_REDRAW_S = {"latency": 0.5, "memory": 0.5, "header": 0.25, "events": 0.25}
-#: A pending panel due within this many seconds is drawn with the ones due now (one frame).
-ALIGN_S = 0.1
+#: The screen draws in frames, on one clock, once a second (``top -d 1``): every panel that
+#: changed is drawn in the same frame, so Textual composes the screen once a second, not once
+#: per panel or per batch. Each pass costs the UI thread whatever changed (the chart alone
+#: ~20 ms at 120x40 on the 2-core Xeon) and on a 2-core box those cycles are the pipeline's:
+#: at 1,000 steps/s two frames a second cost the UI process 11% of a core, one frame 8%
+#: (tests/perf/bench_ui.py). Keys and the run's last batch draw at once.
+FRAME_S = 1.0
+#: The panels drawn in frames (the summary table changes when a cell ends: drawn at once).
+FRAMED = frozenset({"latency", "memory", "header", "events"})
 #: Below either size the compact layout is used (one bottom panel at a time).
 COMPACT_WIDTH = 110
 COMPACT_HEIGHT = 32
@@ -93,7 +88,6 @@ class LiveScreen(Screen[None]):
     ) -> None:
         super().__init__()
         self.dashboard = Dashboard()
-        self.dashboard.defer_rows = self._defer_rows
         self.dashboard.compare.set_other(against)
         #: told about a session loaded with ``b``, so a new run of the app keeps comparing
         self.on_against = on_against
@@ -109,8 +103,6 @@ class LiveScreen(Screen[None]):
         self.ended: str | None = None
         #: throttled panels with changes not drawn yet (tests wait for this to empty)
         self.pending: set[str] = set()
-        self._drawn: dict[str, float] = {}
-        self._redraw_timer: Timer | None = None
         #: log entries made since the events panel was last drawn
         self._log_backlog: list[LogEntry] = []
 
@@ -131,8 +123,7 @@ class LiveScreen(Screen[None]):
         self._layout()
         self._panel_focus_target(self.selected).focus()
         self._header()
-        if self.mode == "live":
-            self.set_interval(1.0, self._tick)
+        self.set_interval(FRAME_S, self._frame)
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout()
@@ -190,9 +181,8 @@ class LiveScreen(Screen[None]):
         """Fold one batch into the view-models, then re-render what changed.
 
         The table takes its batch at once (it changes when a cell ends). The log, the
-        chart, the gauges and the header are redrawn at most every :data:`MIN_REDRAW_S`,
-        together (the log's new entries wait in a backlog, a quarter of a second at most):
-        on a 2-core box every frame the UI draws is taken from the pipeline it measures.
+        chart, the gauges and the header wait for the next frame (:data:`FRAME_S`; the log's
+        new entries in a backlog); the batch that ends the run is drawn at once, whole.
         """
         changed = self.dashboard.feed(batch.events)
         if "events" in changed:
@@ -203,7 +193,7 @@ class LiveScreen(Screen[None]):
             self.notify(warning, severity="warning", timeout=8)
         if batch.error is not None:  # the runner itself failed mid-run: say why, and keep it up
             self.notify(batch.error, title="The run stopped", severity="error", timeout=30)
-        self.pending |= changed & set(MIN_REDRAW_S)
+        self.pending |= changed & FRAMED
         final = batch.ended is not None or batch.error is not None
         if final:
             self.ended = batch.ended or "failed"
@@ -212,39 +202,20 @@ class LiveScreen(Screen[None]):
                 self._layout()
             self.refresh_bindings()
             self.pending.add("header")
-        self._redraw(force=final)
+            self._redraw()
 
-    def _defer_rows(self, job: RowsJob) -> None:
-        """A big cell's summary rows, computed on a thread: a 300k-step cell takes about a
-        second of pure Python, which on this thread would freeze the screen at its end."""
+    def _frame(self) -> None:
+        """One frame: every panel that changed since the last (the elapsed time moves each
+        frame of a live run, with or without events)."""
+        if self.running:
+            self.pending.add("header")
+        if self.pending:
+            self._redraw()
 
-        def work() -> tuple[RowsJob, list[Row]]:
-            return job, job.run()
-
-        self.run_worker(work, name=f"rows:{job.cell}", group="rows", thread=True, exit_on_error=False)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """A rows job ended: its rows go into the table, unless a newer job overtook it."""
-        worker = event.worker
-        if worker.group != "rows" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
-            return
-        if event.state != WorkerState.SUCCESS or worker.result is None:
-            return  # an error is the summary's own bug: the table keeps its last rows
-        job, rows = worker.result
-        if self.dashboard.rows_done(job, rows):
-            self.query_one(SummaryPanel).show()
-
-    def _redraw(self, force: bool = False) -> None:
-        """Draw the pending throttled panels whose interval has passed; come back for the rest."""
-        now = time.monotonic()
-        wait: list[float] = []
+    def _redraw(self) -> None:
+        """Draw the pending panels, together."""
         for name in sorted(self.pending):
-            left = self._drawn.get(name, -1e9) + MIN_REDRAW_S[name] - now
-            if left > ALIGN_S and not force:
-                wait.append(left)
-                continue
             self.pending.discard(name)
-            self._drawn[name] = now
             if name == "latency":
                 self.query_one(LatencyPanel).show()
             elif name == "memory":
@@ -254,12 +225,6 @@ class LiveScreen(Screen[None]):
                 self.query_one(EventsPanel).append(backlog)
             else:
                 self._header()
-        if wait and self._redraw_timer is None:
-            self._redraw_timer = self.set_timer(min(wait), self._timer_redraw)
-
-    def _timer_redraw(self) -> None:
-        self._redraw_timer = None
-        self._redraw()
 
     def _now(self) -> float | None:
         """The clock only while a live run is going; otherwise event time, so a finished or
@@ -273,11 +238,6 @@ class LiveScreen(Screen[None]):
         if self.controller is not None and self.controller.state in ("idle", "preparing") and self.mode == "live":
             note = "starting the worker host (it imports torch once)…"
         self.query_one(SessionHeader).show(self._now(), note)
-
-    def _tick(self) -> None:
-        """Once a second while a run goes: the elapsed time moves without any event."""
-        if self.running:
-            self._header()
 
     @property
     def running(self) -> bool:
@@ -397,7 +357,7 @@ class LiveScreen(Screen[None]):
         return path
 
     def action_export_csv(self) -> None:
-        self._export("summary.csv", render(self.dashboard.events, "csv"))
+        self._export("summary.csv", self.dashboard.render("csv", live=self.running))
 
     def action_export_md(self) -> None:
-        self._export("summary.md", render(self.dashboard.events, "md"))
+        self._export("summary.md", self.dashboard.render("md", live=self.running))
