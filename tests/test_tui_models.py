@@ -374,4 +374,4 @@ def test_formatters() -> None:
     assert fmt.clock_offset(83.44) == "+01:23.4" and fmt.clock_offset(3723) == "+1:02:03"
     assert fmt.mib(512) == "512M" and fmt.mib(2048) == "2.00G" and fmt.mib(81_559) == "79.6G" and fmt.mib(None) == "n/a"
     assert fmt.ms(0.5) == "0.50" and fmt.ms(42.25) == "42.2" and fmt.ms(250) == "250" and fmt.ms(20_500) == "20.5s"
-    assert fmt.rate(25.104) == "25.10" and fmt.rate(166.83) == "166.8" and fmt.truncate("abcdef", 4) == "abc…"
+    assert fmt.rate(25.104) == "25.10" and fmt.rate(166.83) == "166.83" and fmt.truncate("abcdef", 4) == "abc…"

@@ -120,7 +120,7 @@ def test_progress_never_raises_and_says_what_the_dashboard_says() -> None:
     p.on_event(ev.CellFinished(cell=0, status="ok"))
     text = out.getvalue()
     assert f"[1/1] started: {spec.label()}" in text
-    assert f"[1/1] {spec.label()}: ok · last call 100.0 it/s" in text and "Traceback" not in text
+    assert f"[1/1] {spec.label()}: ok · last call 100.00 it/s" in text and "Traceback" not in text
 
 
 def test_progress_shows_control_characters_and_never_obeys_them() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ...profiler.report.text import fmt_rate
+
 
 def duration(seconds: float | None) -> str:
     """``12.3s``, ``4m05s``, ``1h02m``: short enough for an 80-column header."""
@@ -56,12 +58,11 @@ def ms(value: float | None) -> str:
 
 
 def rate(value: float | None) -> str:
-    """it/s with three significant figures (the seed's tables use two decimals)."""
+    """it/s as the report's tables write it (:func:`fmt_rate`: the seed's two decimals), so
+    the dashboard and an export never show one cell two ways; "—" where there is none."""
     if value is None or not math.isfinite(value):
         return "—"
-    if value >= 100:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
+    return fmt_rate(value)
 
 
 def truncate(text: str, width: int) -> str:
