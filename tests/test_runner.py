@@ -154,3 +154,18 @@ def test_each_worker_line_is_decoded_once(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(events.json, "loads", loads)
     # ok_script's three lines per cell (the exit the fake handle makes is never a line to read)
     assert len(calls) == 2 * 3, calls
+
+
+def test_a_launcher_fallback_is_said_in_the_session(tmp_path: Path) -> None:
+    """A fork server that could not be used (CUDA mapped before forking) falls back to fresh
+    processes; the reason is a warning in the session, where the dashboard and `sdtop run` show it."""
+
+    class FallenBack(FakeLauncher):
+        def hello(self, timeout: float = 300.0) -> dict[str, object]:
+            reason = "the fork server had libcuda mapped before forking; running each cell in a fresh process"
+            return {**super().hello(timeout), "launcher": "subprocess", "launcher_fallback": reason}
+
+    runner = prepare(_matrix(), tmp_path / "s", launcher=FallenBack())
+    runner.run()
+    warnings = [e.message for e in runner.session.events() if e.KIND == "log" and e.level == "warning"]
+    assert warnings == ["the fork server had libcuda mapped before forking; running each cell in a fresh process"]

@@ -87,7 +87,7 @@ HEADER = (
     "cell,pipeline,stage,weights,model,attention,compile_mode,fullgraph,compile_backend,channels_last,"
     "dtype,batch_size,height,width,steps,iterations,status,measured_calls,it_per_s,step_ms_p50,step_ms_p95,"
     "call_s_median,first_call_s,encode_s_median,denoise_s_median,decode_s_median,startup_s,build_s,"
-    "compile_s,compiles,recompiles,graph_breaks,cudagraph_skips,first_call_run_s,eager_fallback,device,"
+    "compile_s,compiles,recompiles,graph_breaks,cudagraph_skips,first_call_run_s,eager_fallback,sdpa_kernel,device,"
     "device_name,torch_version,diffusers_version,peak_alloc_mib,peak_reserved_mib,nvml_peak_process_mib,"
     "nvml_peak_device_mib,gpu_util_mean_pct,power_mean_w,energy_j_per_image,host_peak_rss_mib"
 )

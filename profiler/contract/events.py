@@ -193,7 +193,10 @@ class StepTimed(Event):
 @dataclass(frozen=True, kw_only=True)
 class StageTimed(Event):
     """One stage of one call (every pipeline has stage "main"; if-cascade has I, II,
-    upscaler). ``loop_s`` is loop entry to the last step's end: the it/s denominator."""
+    upscaler). ``loop_s`` is loop entry to the last step's end: the it/s denominator.
+    ``sdpa_kernel`` is the SDPA kernel family ("flash", "efficient", "cudnn", "math", or
+    several joined by "+") profiled in this stage's denoisers during one step of the cell;
+    only the call that held that step carries it, "" on every other call and on CPU."""
 
     KIND: ClassVar[str] = "stage_timed"
     call: int = 0
@@ -207,6 +210,7 @@ class StageTimed(Event):
     batch_size: int = 1
     height: int = 0
     width: int = 0
+    sdpa_kernel: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

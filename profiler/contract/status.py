@@ -10,6 +10,7 @@ iteration" means N measured calls finished and call N+1 ran out (the seed's word
 
 from __future__ import annotations
 
+import re
 import signal as _signal
 
 from .events import LOAD_PHASES
@@ -62,6 +63,69 @@ def is_ok(status: str) -> bool:
 
 def is_oom(status: str) -> bool:
     return status.startswith("OOM")
+
+
+#: Out of memory as CUDA and its libraries say it when torch does not raise its own
+#: ``OutOfMemoryError``: the runtime's error during CUDA-graph capture ("CUDA error: out of
+#: memory"), the caching allocator's text inside a wrapper ("CUDA out of memory. Tried to
+#: allocate ..."), cuBLAS / cuDNN workspace allocations, the driver API's and runtime's names
+#: (Triton and extensions report those), and ROCm's wording. "an illegal memory access" and
+#: other errors that merely mention memory do not match.
+_OOM_TEXT = re.compile(
+    r"CUDA error: out of memory|CUDA out of memory|HIP out of memory|hipErrorOutOfMemory"
+    r"|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation",
+    re.IGNORECASE,
+)
+
+#: Exception type names that mean out of memory on the device (torch.OutOfMemoryError is
+#: torch.cuda.OutOfMemoryError; matched by name so this module needs no torch).
+_OOM_TYPES = frozenset({"OutOfMemoryError"})
+
+#: How many links of an exception chain to follow: real chains are a handful deep.
+_CHAIN_LIMIT = 32
+
+
+def exception_chain(exc: BaseException, limit: int = _CHAIN_LIMIT) -> list[BaseException]:
+    """``exc`` and every exception it wraps, breadth first, each once, at most ``limit``.
+
+    Follows ``__cause__`` and ``__context__`` (even a suppressed one: dynamo raises
+    ``BackendCompilerFailed(...) from None`` and the OOM is left only as its context) and
+    an ``inner_exception`` attribute (dynamo keeps the original there too). Cycle-safe.
+    """
+    seen: set[int] = set()
+    queue: list[BaseException] = [exc]
+    out: list[BaseException] = []
+    while queue and len(out) < limit:
+        e = queue.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append(e)
+        for nxt in (e.__cause__, e.__context__, getattr(e, "inner_exception", None)):
+            if isinstance(nxt, BaseException) and id(nxt) not in seen:
+                queue.append(nxt)
+    return out
+
+
+def is_oom_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is out of device memory in any disguise: torch's OutOfMemoryError
+    anywhere in its chain (by type name, through the class's bases), or one of CUDA's,
+    cuBLAS's or cuDNN's own out-of-memory texts in any link's message."""
+    for e in exception_chain(exc):
+        if any(t.__name__ in _OOM_TYPES for t in type(e).__mro__):
+            return True
+        if _OOM_TEXT.search(_message(e)):
+            return True
+    return False
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, or "" where its ``__str__`` itself fails: classifying a failure must
+    never become a second failure of the cell."""
+    try:
+        return str(exc)
+    except Exception:
+        return ""
 
 
 def one_line(text: str, limit: int = 200) -> str:

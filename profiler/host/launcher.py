@@ -8,7 +8,9 @@ once, here (:func:`~profiler.contract.events.receive`): the handle needs the eve
 (the worker's pid, its exit), and the runner takes the decoded events with the raw lines.
 
 - :class:`ForkServerLauncher` (default on Linux): one long-lived fork server pays the torch
-  import once; each cell is a freshly forked child.
+  import once; each cell is a freshly forked child. A server that finds the CUDA driver
+  already in its process (unsafe to fork) says so in its hello, and the launcher runs the
+  session's cells as subprocesses instead, with one line saying why.
 - :class:`SubprocessLauncher`: a fresh interpreter per cell (portable, slow to start).
 """
 
@@ -127,6 +129,19 @@ def _exited(cell: int, pid: int, returncode: int | None) -> Received:
     return Received(encode(event), event, [])
 
 
+def fork_fallback_reason(hello: dict[str, Any]) -> str:
+    """Empty where the fork server's hello says it can fork; otherwise the one line that tells
+    the user why this session's cells run as subprocesses (slower to start, same figures).
+
+    Falling back rather than failing: the cause (a driver initialised by a library during
+    import, a MIG or NVML-less host) is the machine's, not the user's, and the subprocess
+    launcher measures the same cells correctly."""
+    if hello.get("fork_safe", True):
+        return ""
+    why = str(hello.get("fork_unsafe_reason") or "CUDA was initialised before forking")
+    return f"fork server unusable ({why}); each cell runs as a fresh subprocess in this session"
+
+
 class ForkServerLauncher:
     name = "forkserver"
 
@@ -139,6 +154,10 @@ class ForkServerLauncher:
         self._stderr: Any = None
         self._tmp_log: Any = None
         self._stderr_offset = 0
+        #: The subprocess launcher this session fell back to, when the server cannot fork.
+        self.fallback: SubprocessLauncher | None = None
+        #: Why it fell back ("" while it has not): one line, also in the hello.
+        self.warning = ""
 
     # The fork server is (re)started lazily: after a crash of the server itself the next
     # cell gets a new one.
@@ -170,8 +189,12 @@ class ForkServerLauncher:
     def set_stderr(self, path: Path) -> None:
         """Send worker stderr to the session's log from the next server start on."""
         self.stderr_path = path
+        if self.fallback is not None:
+            self.fallback.set_stderr(path)
 
     def hello(self, timeout: float = 300.0) -> dict[str, Any]:
+        if self.fallback is not None:  # never start another server that cannot fork
+            return self.fallback.hello(timeout)
         self._ensure()
         if self._hello is not None:
             return self._hello
@@ -184,10 +207,7 @@ class ForkServerLauncher:
                 except ValueError:
                     continue
                 if isinstance(ev, Environment) and ev.cell == -1:
-                    if not ev.data.get("fork_safe", True):
-                        raise LaunchError("the fork server initialised CUDA before forking; use --launcher subprocess")
-                    self._hello = dict(ev.data)
-                    return self._hello
+                    return self._accept_hello(dict(ev.data))
             if self.reader.eof or self.proc.poll() is not None:
                 rc = self.proc.wait()
                 self._stderr.flush()
@@ -195,8 +215,43 @@ class ForkServerLauncher:
                 raise LaunchError(f"the worker host exited during start-up (exit code {rc}): {why}")
         raise LaunchError(f"the worker host did not start within {timeout:.0f} s")
 
+    def _accept_hello(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Take the server's hello; if it says the server cannot fork, switch this session
+        to the subprocess launcher (the server's versions and CUDA facts stay true for it:
+        same Python, same environment) and record the one line saying why."""
+        reason = fork_fallback_reason(data)
+        if not reason:
+            self._hello = data
+            return data
+        self._reap_server()
+        self.warning = reason
+        self.name = "subprocess"
+        self.fallback = SubprocessLauncher(self.stderr_path, self.python)
+        self.fallback.preset_hello({**data, "launcher": "subprocess", "launcher_fallback": reason})
+        if self._stderr is not None:  # the worker log says it too, beside the server's own words
+            with contextlib.suppress(OSError, ValueError):
+                self._stderr.write(f"sdtop: {reason}\n".encode())
+                self._stderr.flush()
+        return self.fallback.hello()
+
+    def _reap_server(self) -> None:
+        """The unusable server exits by itself after its hello; wait briefly, then kill."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._kill_server()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+        self.proc = None
+
     def start(self, cell: int, spec: CellSpec) -> WorkerHandle:
         self.hello()
+        if self.fallback is not None:
+            return self.fallback.start(cell, spec)
         assert self.proc is not None and self.proc.stdin is not None and self.reader is not None
         req = json.dumps({"op": "run", "cell": cell, "spec": spec.to_dict()}) + "\n"
         self.proc.stdin.write(req.encode())
@@ -204,6 +259,8 @@ class ForkServerLauncher:
         return _ForkHandle(self, cell)
 
     def close(self) -> None:
+        if self.fallback is not None:
+            self.fallback.close()
         if self.proc is not None:
             if self.proc.poll() is None:
                 try:
@@ -295,12 +352,18 @@ class SubprocessLauncher:
     def set_stderr(self, path: Path) -> None:
         self.stderr_path = path
 
+    def preset_hello(self, data: dict[str, Any]) -> None:
+        """Use facts already known of this Python (a fork server's hello) instead of paying
+        another interpreter start to ask again."""
+        self._hello = dict(data)
+
     def hello(self, timeout: float = 300.0) -> dict[str, Any]:
         if self._hello is None:
+            # A one-shot interpreter that never forks: asking torch about CUDA is harmless.
             code = (
                 "import sys; sys.path.pop(0); "
-                "from sdtop.profiler.worker.cell import quiet_libraries, versions; quiet_libraries(); "
-                "import json; print(json.dumps(versions()))"
+                "from sdtop.profiler.worker.cell import cuda_facts, quiet_libraries, versions; quiet_libraries(); "
+                "import json; print(json.dumps({**versions(), **cuda_facts()}))"
             )
             try:
                 out = subprocess.run(

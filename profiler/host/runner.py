@@ -208,6 +208,9 @@ class Runner:
                 Environment(data=self.env),
             ]
         )
+        fallback = self.env.get("launcher_fallback")
+        if fallback:  # the fork server could not be used: say why where the user looks
+            self.emit([Log(level="warning", message=str(fallback))])
         reason = ""
         try:
             while not self._stop.is_set():

@@ -85,6 +85,12 @@ observe compiles (its log says "compile telemetry n/a"): unknown is not zero.
     ``first_call_s`` minus the ``duration_s`` of the compiles that happened during that
     call: the first call split into running and compiling (``first_call_s`` -
     ``first_call_run_s`` is its compilation). An uncompiled cell's first call is all running.
+``sdpa_kernel``
+    The SDPA kernel family that really ran in the row's stage's denoisers ("flash",
+    "efficient", "cudnn", "math"; several joined by "+"), from the one step per stage the
+    worker profiles on CUDA (``StageTimed.sdpa_kernel``, the last non-empty one of the
+    stage, shown on every size's row). Empty on CPU (nothing is sampled there), for attention that is not SDPA, and
+    for a cell that failed before the sampled step.
 ``eager_fallback``
     Set when torch hit its recompile limit (``RecompileLimit``) and runs that frame eagerly
     from then on ("recompile limit 8 hit for 'wrapper' (...)"): the row's later figures are
@@ -199,6 +205,7 @@ class Row:
     cudagraph_skips: int | None = None
     first_call_run_s: float | None = None
     eager_fallback: str | None = None
+    sdpa_kernel: str | None = None
     device: str | None = None
     device_name: str | None = None
     torch_version: str | None = None
@@ -346,6 +353,8 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
             # Steps of a call cut short (OOM, crash) are left out, as that call is from it/s:
             # both figures then describe the same calls.
             completed = {e.call for e in timed}
+            # One step per stage is sampled per cell: its kernel is the stage's at every size.
+            kernels = [e.sdpa_kernel for e in c.stage_timed if e.stage == stage and isinstance(e.sdpa_kernel, str)]
             step_ms = _step_ms(c, stage, completed, size, sizes)
             out.append(
                 Row(
@@ -354,6 +363,7 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
                     it_per_s=median(rates),
                     step_ms_p50=percentile(step_ms, 50),
                     step_ms_p95=percentile(step_ms, 95),
+                    sdpa_kernel=next((k for k in reversed(kernels) if k), None),
                     **call_figures,
                     **compile_figures(
                         [e for e in compile_evs if _stage_of(e, stages) == stage],

@@ -4,11 +4,17 @@ Attention is applied to every denoiser module the seed compiles (the UNets, the
 ControlNet) and then READ BACK: diffusers can accept an attention choice and silently keep
 another (``set_attention_backend`` does nothing on UNet2DConditionModel), so what is
 recorded is the processor classes the modules really hold.
+
+Levers that act while the pipeline runs are hooks on the denoisers, installed last (on
+the objects the pipelines call, compiled wrappers included): a forced SDPA kernel holds
+only around the denoisers' forward, never the VAE (:mod:`.attention`); on CUDA one step's
+kernels are sampled to say which SDPA kernel ran; with several modules compiled into CUDA
+graphs each step is marked once (:mod:`.cudagraphs`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,6 +24,9 @@ import torch
 from ...pipelines.builders.build import BuiltPipeline
 from ...pipelines.registry import module_key
 from ...pipelines.settings import CellSpec
+from .attention import ForcedKernel, KernelProbe, probe_hook, scope_kernel, sdpa_backend_context
+from .cudagraphs import StepMarker, needs_step_marks
+from .timing import on_step_boundary
 
 if TYPE_CHECKING:
     from diffusers.pipelines.pipeline_utils import DiffusionPipeline
@@ -41,6 +50,13 @@ class Applied:
     compiled: list[str] = field(default_factory=list)
     channels_last: list[str] = field(default_factory=list)
     sdpa_backend: str = ""
+    #: The forced SDPA kernel's scope (``sdpa-*`` only), held around the denoisers' forward.
+    forced: ForcedKernel | None = None
+    #: Samples which SDPA kernel ran (CUDA, SDPA attention only).
+    probe: KernelProbe | None = None
+    #: Marks CUDA-graph steps (several modules compiled in a CUDA-graph mode only).
+    marker: StepMarker | None = None
+    hooks: list[torch.utils.hooks.RemovableHandle] = field(default_factory=list)
 
 
 def denoisers(built: BuiltPipeline) -> Iterator[tuple[str, DiffusionPipeline, str, torch.nn.Module]]:
@@ -96,6 +112,11 @@ def apply_attention(built: BuiltPipeline, spec: CellSpec) -> Applied:
                 st.pipe.enable_xformers_memory_efficient_attention()
             except Exception as exc:  # xformers present but unusable on this device
                 raise Unsupported(f"xformers: {exc}") from exc
+    if choice in SDPA_KERNELS:  # before any work: a torch without the backend cannot run the cell
+        from torch.nn.attention import SDPBackend
+
+        if getattr(SDPBackend, SDPA_KERNELS[choice], None) is None:
+            raise Unsupported(f"{choice}: this torch has no SDPBackend.{SDPA_KERNELS[choice]}")
     for key, _pipe, _attr, module in denoisers(built):
         if not hasattr(module, "set_attn_processor"):
             continue
@@ -139,27 +160,57 @@ def apply_settings(built: BuiltPipeline, spec: CellSpec) -> Applied:
     applied = apply_attention(built, spec)
     apply_memory_format(built, spec, applied)
     apply_compile(built, spec, applied)
+    install_hooks(built, spec, applied)
     return applied
 
 
-@contextlib.contextmanager
-def attention_context(spec: CellSpec) -> Iterator[None]:
-    """Force one SDPA kernel around a call (``sdpa-flash`` etc.); a no-op otherwise.
+#: Where a stage's pipeline keeps the cell's kernel probe, for :func:`sampled_kernel`.
+PROBE_ATTR = "_sdtop_kernel_probe"
 
-    UNet processors call SDPA directly, so the kernel is chosen with torch's own context
-    manager rather than diffusers' dispatcher (which UNets ignore).
+
+def install_hooks(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> None:
+    """Hook the levers that act during a call onto what each pipeline calls.
+
+    Last of the settings, because ``apply_compile`` replaces ``pipe.unet`` by its compiled
+    wrapper and the hooks belong on the wrapper (their code then runs outside the
+    compiled frame; :mod:`.attention` explains why that matters).
+
+    - ``sdpa-*``: the forced kernel holds around each denoiser's forward only;
+    - SDPA attention on CUDA: one step per stage is profiled (:class:`KernelProbe`); on CPU
+      nothing is sampled (see :mod:`.attention`), so the ``sdpa_kernel`` column is empty;
+    - several modules compiled in a CUDA-graph mode: one step mark per step.
     """
     name = SDPA_KERNELS.get(spec.attention)
-    if name is None:
-        yield
-        return
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    if name is not None:
+        applied.forced = ForcedKernel(sdpa_backend_context(name))
+    if spec.device.startswith("cuda") and (spec.attention == "sdpa" or name is not None):
+        applied.probe = KernelProbe()
+    if spec.compiled and needs_step_marks(spec.compile_mode, spec.compile_backend, len(applied.compiled)):
+        applied.marker = StepMarker()
+    for st in built.stages:
+        called = [m for attr in st.compiled if isinstance(m := getattr(st.pipe, attr, None), torch.nn.Module)]
+        if not called:
+            continue
+        for module in called:
+            if applied.marker is not None:
+                applied.hooks.append(module.register_forward_pre_hook(applied.marker.pre_hook))
+            if applied.probe is not None:
+                applied.hooks.append(module.register_forward_pre_hook(probe_hook(applied.probe, st.name)))
+            if applied.forced is not None:
+                applied.hooks.extend(scope_kernel(module, applied.forced))
+        if applied.marker is not None:
+            on_step_boundary(st.pipe, applied.marker.on_step_end)
+        if applied.probe is not None:
+            on_step_boundary(st.pipe, functools.partial(applied.probe.on_step_end, st.name))
+            setattr(st.pipe, PROBE_ATTR, applied.probe)
 
-    backend = getattr(SDPBackend, name, None)
-    if backend is None:
-        raise Unsupported(f"{spec.attention}: this torch has no SDPBackend.{name}")
-    with sdpa_kernel(backend):
-        yield
+
+def sampled_kernel(pipe: object, stage: str) -> str:
+    """The SDPA kernel family sampled in ``stage`` of this call ("" when this call did not
+    sample it: CPU, non-SDPA attention, or any call but the one holding the sampled step).
+    What the cell loop puts in ``StageTimed.sdpa_kernel``."""
+    probe = getattr(pipe, PROBE_ATTR, None)
+    return probe.take(stage) if isinstance(probe, KernelProbe) else ""
 
 
 def is_kernel_unavailable(exc: BaseException) -> bool:

@@ -137,8 +137,13 @@ class FdEmitter:
 
 
 def versions() -> dict[str, Any]:
-    """Library versions and host facts that need no device initialisation (JSON for an
-    Environment event: values of any JSON type, hence ``Any``)."""
+    """Library versions and host facts that need no device at all (JSON for an Environment
+    event: values of any JSON type, hence ``Any``).
+
+    Nothing here asks ``torch.cuda``: the fork server calls this, and
+    ``torch.cuda.is_available()`` initialises the CUDA driver whenever NVML cannot answer
+    for it, which breaks every forked child. Whether CUDA is there is :func:`cuda_facts`'s
+    question, asked where initialising CUDA is harmless."""
     import diffusers
     import torch
     import transformers
@@ -148,12 +153,23 @@ def versions() -> dict[str, Any]:
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
-        "cuda": torch.version.cuda or "",
-        "cuda_available": bool(torch.cuda.is_available()),
+        "cuda": torch.version.cuda or "",  # the build's CUDA version: a string, no driver call
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "sdtop": __version__,
     }
+
+
+def cuda_facts() -> dict[str, Any]:
+    """Is there a CUDA device, in torch's own words (it may initialise the CUDA driver).
+
+    Only for a process that will never fork a worker: a subprocess worker, the subprocess
+    launcher's version probe, or the fork server's short-lived probe child
+    (:func:`~.cuda_probe.ask_in_child`). JSON for an Environment event, hence ``Any``."""
+    import torch
+
+    available = bool(torch.cuda.is_available())
+    return {"cuda_available": available, "cuda_device_count": torch.cuda.device_count() if available else 0}
 
 
 def device_facts(device: str) -> dict[str, Any]:
@@ -325,7 +341,7 @@ class CellRun:
         import torch
 
         from ...pipelines.builders.build import build, set_size
-        from .apply import apply_settings, attention_context
+        from .apply import apply_settings
         from .compile_watch import watch_cell
         from .timing import TimerSlot, clock_for, instrument, step_callback_kwargs
 
@@ -373,7 +389,7 @@ class CellRun:
             self.call = call
             self.calls_in_phase += 1
             self.faults.check(phase, self.calls_in_phase)
-            with attention_context(spec), torch.inference_mode():
+            with torch.inference_mode():
                 self._one_call(built, call, kind, clock, slot, callbacks)
             self.emit_memory(phase, call)
             if kind == "measured":
@@ -419,6 +435,7 @@ class CellRun:
     ) -> None:
         import torch
 
+        from .apply import sampled_kernel
         from .timing import StageTimer
 
         spec = self.spec
@@ -459,6 +476,7 @@ class CellRun:
                     batch_size=st.batch_size,
                     height=st.height,
                     width=st.width,
+                    sdpa_kernel=sampled_kernel(st.pipe, st.name),
                 )
             )
         clock.sync()
@@ -518,12 +536,18 @@ def call_plan(spec: CellSpec) -> list[tuple[int, str, str, tuple[int, int]]]:
 
 
 def classify(exc: BaseException, phase: str, measured_done: int, compiled: bool) -> tuple[str, str]:
-    """(error kind, status) for an exception raised in ``phase``."""
+    """(error kind, status) for an exception raised in ``phase``.
+
+    Deliberate verdicts (an interrupt, an unsupported setting, missing weights) come before
+    the out-of-memory search through the exception's chain, so an ``Unsupported`` raised
+    while handling an OOM keeps its own meaning."""
     import torch
 
     from ...pipelines.builders.build import WeightsUnavailable
     from .apply import Unsupported, is_kernel_unavailable
 
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", "interrupted"
     if isinstance(exc, torch.OutOfMemoryError):
         return "oom", status.oom(phase, measured_done=measured_done, compiled=compiled)
     if isinstance(exc, Unsupported):
@@ -532,8 +556,10 @@ def classify(exc: BaseException, phase: str, measured_done: int, compiled: bool)
         return "unsupported", status.not_supported(f"no SDPA kernel of that kind can run this ({exc})")
     if isinstance(exc, WeightsUnavailable):
         return "bad-input", status.error(str(exc))
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", "interrupted"
+    # Out of memory in disguise: wrapped by dynamo (max-autotune benchmarking), or reported
+    # by CUDA, cuBLAS or cuDNN as their own error rather than torch's OutOfMemoryError.
+    if status.is_oom_error(exc):
+        return "oom", status.oom(phase, measured_done=measured_done, compiled=compiled)
     return "error", status.error(f"{type(exc).__name__}: {exc}")
 
 
@@ -558,7 +584,7 @@ def main() -> int:
 
     from ...pipelines.builders import build  # noqa: F401
 
-    emit(Environment(cell=int(request["cell"]), data=versions()))
+    emit(Environment(cell=int(request["cell"]), data={**versions(), **cuda_facts()}))
     run_request(request, emit, launcher="subprocess", startup_s=time.perf_counter() - t0)
     return 0
 

@@ -4,7 +4,11 @@ Importing torch + diffusers + transformers costs ~5 s on a small box; a matrix o
 small cells must not pay that per cell, yet compile caches and allocator state must never
 leak between cells. So this process imports everything once, WITHOUT running a single
 torch op or touching CUDA (both make fork unsafe), and forks one child per cell. Each child
-is a fresh copy of that clean state; it runs the cell and exits.
+is a fresh copy of that clean state; it runs the cell and exits. Whether CUDA is there is
+asked in a short-lived child; before serving, the server checks its own memory map for the
+CUDA driver and, if it is there, says so in its Environment (``fork_safe: false`` and
+``fork_unsafe_reason``) and exits: the launcher then runs the session's cells as
+subprocesses.
 
 Protocol (the parent is :class:`profiler.host.launcher.ForkServerLauncher`):
 - stdout (a private fd; fd 1 itself is pointed at stderr): JSON event lines. The server
@@ -25,7 +29,8 @@ import sys
 import time
 
 from ..contract.events import Environment, Log, WorkerExited
-from .cell import FdEmitter, claim_stdout, quiet_libraries, run_request, versions
+from .cell import FdEmitter, claim_stdout, cuda_facts, quiet_libraries, run_request, versions
+from .cuda_probe import ask_in_child, fork_safety, read_maps
 
 
 def die_with_parent() -> None:
@@ -92,13 +97,20 @@ def main() -> int:
 
     preload()
     data = versions()
+    # "Is CUDA there?" is asked in a child that dies with whatever it initialised: asked
+    # here, torch.cuda.is_available() would run cuInit whenever NVML cannot answer.
+    data.update(ask_in_child(cuda_facts))
     data["launcher"] = "forkserver"
     data["import_s"] = round(time.perf_counter() - t0, 3)
-    fork_safe = not torch.cuda.is_initialized()
+    # torch's flag misses a driver initialised behind its back (is_available() without
+    # NVML, a library's own probe); the memory map does not.
+    fork_safe, why = fork_safety(read_maps(), torch.cuda.is_initialized())
     data["fork_safe"] = fork_safe
+    if not fork_safe:
+        data["fork_unsafe_reason"] = why
     emit(Environment(data=data))
     if not fork_safe:
-        emit(Log(level="warning", message="CUDA was initialised during import; fork server unusable"))
+        emit(Log(level="warning", message=f"fork server unusable: {why}"))
         return 3
 
     stdin = sys.stdin.buffer

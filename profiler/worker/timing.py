@@ -16,6 +16,9 @@ How a call is measured, and why:
   events have completed (``Event.query()``, non-blocking), and the rest after the one
   synchronise at the end of the stage. On CPU the marks are ``perf_counter`` values and
   each step is emitted from its callback.
+- Levers that act per step (the CUDA-graph step mark, the kernel sample) need a step
+  boundary without the cell loop's help: :func:`on_step_boundary` watches the scheduler's
+  ``step``, which every loop calls once per step.
 """
 
 from __future__ import annotations
@@ -225,3 +228,43 @@ def step_callback_kwargs(legacy: bool, slot: TimerSlot) -> dict[str, object]:
         return {}  # diffusers requires a dict; empty = change nothing
 
     return {"callback_on_step_end": on_step_end, "callback_on_step_end_tensor_inputs": []}
+
+
+def on_step_boundary(pipe: DiffusionPipeline, listener: Callable[[], None]) -> bool:
+    """Call ``listener`` at the end of each denoising step of ``pipe``; False where the
+    pipeline has no scheduler to watch.
+
+    The boundary is the scheduler's ``step``: every denoising loop of the six pipelines
+    calls ``self.scheduler.step(...)`` exactly once per step, after the denoisers and
+    before the step callback, and nowhere else (noising before the loop uses
+    ``add_noise``). Unlike the step callback, which the cell passes per call, this needs
+    nothing from the cell loop, so the levers that need steps (the CUDA-graph step mark,
+    the kernel sample) install it with the settings. The wrapper is an instance attribute,
+    like the others here; a scheduler shared by two stages is wrapped once and keeps a
+    list of listeners.
+    """
+    scheduler = getattr(pipe, "scheduler", None)
+    step = getattr(scheduler, "step", None)
+    if scheduler is None or step is None:
+        return False
+    listeners: list[Callable[[], None]] | None = getattr(step, "step_listeners", None)
+    if listeners is None:
+        listeners = []
+        scheduler.step = _after_step(step, listeners)
+    listeners.append(listener)
+    return True
+
+
+def _after_step(fn: Callable[P, R], listeners: list[Callable[[], None]]) -> Callable[P, R]:
+    """``fn`` (a scheduler's ``step``), then every listener: only after a step that
+    returned, since a step that raised ends the call anyway."""
+
+    def step(*args: P.args, **kwargs: P.kwargs) -> R:
+        out = fn(*args, **kwargs)
+        for listener in listeners:
+            listener()
+        return out
+
+    step.step_listeners = listeners  # type: ignore[attr-defined]
+    step.__wrapped__ = fn  # type: ignore[attr-defined]
+    return step

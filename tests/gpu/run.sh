@@ -94,3 +94,32 @@ step "results"
 } > "$OUT/results.md"
 tar czf "$OUT/sessions.tgz" -C "$OUT" sessions && rm -rf "$S"
 cat "$OUT/results.md"
+
+step "issue 12 checks: fork safety and OOM in every disguise (from sessions.tgz)"
+# A. The fork server served on the card (its hello says fork_safe, no fallback), also with
+#    CUDA_VISIBLE_DEVICES holding a GPU UUID (telemetry).
+for s in sd15 telemetry; do
+  EV=$(tar -xzOf "$OUT/sessions.tgz" "sessions/$s/events.jsonl" 2>/dev/null | grep '"kind":"environment"')
+  if echo "$EV" | grep -q '"fork_safe":true' && ! echo "$EV" | grep -q '"launcher_fallback"'; then
+    echo "PASS fork server fork-safe ($s)"; else echo "FAIL fork server not fork-safe ($s): $(echo "$EV" | grep -o '"fork_unsafe_reason":"[^"]*"' | head -1)"; fi
+done 2>&1 | tee -a "$LOG" | tee -a "$OUT/results.md"
+# B. The capped session ran out of memory with the seed's statuses, and no cell of any
+#    session reports an out-of-memory as a plain error.
+FIN=$(tar -xzOf "$OUT/sessions.tgz" --wildcards 'sessions/*/events.jsonl' 2>/dev/null | grep '"kind":"cell_finished"')
+OOMFIN=$(tar -xzOf "$OUT/sessions.tgz" sessions/oom/events.jsonl 2>/dev/null | grep '"kind":"cell_finished"')
+{ if echo "$OOMFIN" | grep -q '"status":"OOM'; then echo "PASS OOM status in the capped session"; else echo "FAIL no OOM status in the capped session"; fi
+  if echo "$FIN" | grep -Eiq '"status":"error:[^"]*(out of memory|ALLOC_FAILED)'; then echo "FAIL an OOM reported as an error"; else echo "PASS no OOM reported as an error"; fi
+} 2>&1 | tee -a "$LOG" | tee -a "$OUT/results.md"
+# C. Each forced SDPA kernel ran in the denoiser (summary.csv's sdpa_kernel, from a profiler
+#    sample of one step) and no forced cell failed because of the VAE's 512-wide head;
+#    cuDNN may be "not supported: ..." with its stated limit.
+tar -xzOf "$OUT/sessions.tgz" sessions/kernels/summary.csv 2>/dev/null | python3 -c '
+import csv, sys
+want = {"sdpa-flash": "flash", "sdpa-efficient": "efficient", "sdpa-cudnn": "cudnn", "sdpa-math": "math"}
+rows = [r for r in csv.DictReader(sys.stdin) if r.get("attention") in want]
+print("FAIL no forced-kernel rows in sessions/kernels") if not rows else None
+for r in rows:
+    w = want[r["attention"]]
+    ok = (r["status"] == "ok" and r.get("sdpa_kernel") == w) or (w == "cudnn" and r["status"].startswith("not supported"))
+    print("PASS" if ok else "FAIL", "forced", r["attention"], "->", r["status"], "ran:", r.get("sdpa_kernel") or "-")
+' 2>&1 | tee -a "$LOG" | tee -a "$OUT/results.md"

@@ -10,7 +10,8 @@ Same pipeline, settings and calls as sdtop's worker:
 - the modules come from ``pipelines.builders.build.build`` and ``profiler.worker.apply.apply_settings``
   (the same random/tiny weights, attention processors, channels_last, torch.compile),
   and torch's CPU thread count is the cell's (``resolve_threads``, as the worker sets it);
-- every call runs under ``attention_context`` and ``torch.inference_mode()`` with the
+- every call runs under ``torch.inference_mode()`` (a forced SDPA kernel holds in the
+  denoisers through the hooks ``apply_settings`` installs) with the
   stage kwargs ``build`` made, a fresh ``torch.Generator("cpu")`` seeded ``seed + call``,
   and chained stages (if-cascade) fed the previous stage's images, as the worker does.
 
@@ -61,7 +62,7 @@ def main() -> int:
     import torch
     from sdtop.pipelines.builders.build import build
     from sdtop.pipelines.settings import resolve_threads
-    from sdtop.profiler.worker.apply import apply_settings, attention_context
+    from sdtop.profiler.worker.apply import apply_settings
 
     spec = parse_cell(rest, cuda_available=torch.cuda.is_available())
     cuda = spec.device.startswith("cuda")
@@ -83,7 +84,7 @@ def main() -> int:
     calls: list[dict[str, Any]] = []
     for call in range(spec.warmup + spec.iterations):
         kind = "first" if call == 0 and spec.warmup > 0 else ("warmup" if call < spec.warmup else "measured")
-        with attention_context(spec), torch.inference_mode():
+        with torch.inference_mode():
             sync()
             t0 = time.perf_counter()
             prev: Any = None
