@@ -24,6 +24,10 @@ DTYPES = ("fp16", "bf16", "fp32")
 DEVICES = ("cuda", "cpu")
 WEIGHTS = registry.WEIGHT_SOURCES
 ON_RECOMPILE = ("warn", "fail")
+#: Where inductor's on-disk caches live for a cell (``--compile-cache``): one folder per
+#: session (a cell's ``compile_s`` is then cold unless an identical cell ran before it in
+#: this session), torch's default folder (shared with every run on the machine), or off.
+COMPILE_CACHES = ("session", "shared", "off")
 
 #: One size of ``--resolutions``: (height, width), in pixels.
 Size = tuple[int, int]
@@ -68,6 +72,9 @@ class CellSpec:
     on_recompile: str = "warn"
     # Where torch's structured trace (what tlparse reads) goes; None = not written.
     trace_dir: str | None = None
+    # inductor's on-disk caches: one of COMPILE_CACHES as asked; the runner hands the worker
+    # "session" resolved to the session's own folder (an absolute path), which only it knows.
+    compile_cache: str = "session"
     # torch's CPU threads in the worker; 0 = auto (see resolve_threads).
     threads: int = 0
 
@@ -142,6 +149,7 @@ class MatrixSpec:
     on_recompile: str = "warn"
     trace_dir: str | None = None
     threads: int = 0
+    compile_cache: str = "session"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -306,6 +314,8 @@ def parse_matrix(texts: Mapping[str, str | None], base: MatrixSpec | None = None
         kw["resolutions"] = parse_resolutions("--resolutions", texts["--resolutions"])
     if texts.get("--on-recompile") is not None:
         kw["on_recompile"] = str(texts["--on-recompile"]).strip()
+    if texts.get("--compile-cache") is not None:
+        kw["compile_cache"] = str(texts["--compile-cache"]).strip()
     return dataclasses.replace(base or MatrixSpec(), **kw)
 
 
@@ -344,6 +354,7 @@ def validate_matrix(m: MatrixSpec) -> MatrixSpec:
     if m.resolutions and (m.height is not None or m.width is not None):
         raise BadInput("--resolutions gives every size a cell runs; drop --height/--width")
     parse_choices("--on-recompile", [m.on_recompile], ON_RECOMPILE)
+    parse_choices("--compile-cache", [m.compile_cache], COMPILE_CACHES)
     parse_int("--seed", m.seed, minimum=0)
     parse_int("--threads", m.threads, minimum=0)
     if m.model and not _REPO_ID.match(m.model) and not os.path.isabs(m.model):
@@ -377,9 +388,41 @@ def resolve_device(requested: str | None, cuda_available: bool) -> str:
     return requested
 
 
+def check_sizes(m: MatrixSpec, pipeline: str, weights: str) -> None:
+    """Refuse (BadInput, one line) a size of ``m`` that ``pipeline`` cannot make on ``weights``.
+
+    The sizes a user gave (``--resolutions``, or ``--height``/``--width`` with the native
+    size for the side not given) are checked; a native size always passes.
+    """
+    native_h, native_w = registry.get(pipeline).native_size[weights]
+    if m.resolutions:
+        for h, w in m.resolutions:
+            problem = registry.size_problem(pipeline, weights, "--resolutions", h, w)
+            if problem:
+                raise BadInput(problem)
+        return
+    for option, h, w, given in (
+        ("--height", m.height or native_h, native_w, m.height),
+        ("--width", native_h, m.width or native_w, m.width),
+    ):
+        if given is None:
+            continue
+        problem = registry.size_problem(pipeline, weights, option, h, w)
+        if problem:
+            raise BadInput(problem)
+
+
 def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
     """The cross product of the matrix in a stable order: pipeline, weights, batch, steps,
-    dtype, attention, compile mode, backend (compiled modes only)."""
+    dtype, attention, compile mode, backend (compiled modes only).
+
+    Sizes mean the image a cell produces, for every pipeline (see
+    :class:`registry.StageInfo`); a size that would make some stage smaller than its model
+    allows is a :class:`BadInput` naming the option, the pipeline and the smallest valid
+    size, raised here because only here are the weights of each cell known. A ``--model``
+    that names a seed checkpoint removed from the hub becomes its maintained copy in the
+    cells (the matrix keeps what was typed, so the session records both).
+    """
     device = resolve_device(m.device, cuda_available)
     default_pipes, default_weights = embedded_default(cuda_available=device == "cuda")
     pipes = m.pipelines or default_pipes
@@ -398,11 +441,12 @@ def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
         nh, nw = registry.get(pipe).native_size[weights]
         if m.resolutions:  # the first size is the cell's height/width; a single one is just that
             nh, nw = m.resolutions[0]
+        check_sizes(m, pipe, weights)
         cells.append(
             CellSpec(
                 pipeline=pipe,
                 weights=weights,
-                model=m.model if weights == "hub" else None,
+                model=registry.canonical_model(m.model) if weights == "hub" and m.model else None,
                 attention=attention,
                 compile_mode=mode,
                 fullgraph=m.fullgraph,
@@ -422,6 +466,7 @@ def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
                 resolutions=m.resolutions if len(m.resolutions) > 1 else (),
                 on_recompile=m.on_recompile,
                 trace_dir=m.trace_dir,
+                compile_cache=m.compile_cache,
             )
         )
     return cells

@@ -43,7 +43,9 @@ class FakeGpu:
 class FakePynvml:
     """``pynvml`` as sdtop uses it. ``fail`` maps a function name to the exception it raises
     (every call), ``fail_v2_memory`` makes the versioned memory query fail as an old driver
-    does, ``missing`` names functions this binding does not have (AttributeError)."""
+    does, ``missing`` names functions this binding does not have (AttributeError),
+    ``driver`` is what ``nvmlSystemGetDriverVersion`` answers (str in current pynvml, bytes
+    in old ones)."""
 
     NVMLError = pynvml.NVMLError
     nvmlMemory_v2 = pynvml.nvmlMemory_v2
@@ -58,11 +60,13 @@ class FakePynvml:
         fail: dict[str, BaseException] | None = None,
         fail_v2_memory: BaseException | None = None,
         missing: tuple[str, ...] = (),
+        driver: str | bytes = "550.54.15",
     ) -> None:
         self.gpus = gpus if gpus is not None else [FakeGpu()]
         self.fail = dict(fail or {})
         self.fail_v2_memory = fail_v2_memory
         self.missing = set(missing)
+        self.driver = driver
         self.calls: Counter[str] = Counter()
         self.initialized = 0
 
@@ -86,6 +90,11 @@ class FakePynvml:
     def nvmlShutdown(self) -> None:
         self._enter("nvmlShutdown")
         self.initialized -= 1
+
+    # --- system ---
+    def nvmlSystemGetDriverVersion(self) -> str | bytes:
+        self._enter("nvmlSystemGetDriverVersion")
+        return self.driver
 
     # --- devices ---
     def nvmlDeviceGetCount(self) -> int:

@@ -264,8 +264,8 @@ def cell_events(
                     decode_s=stage_decode_s,
                     wall_s=ENCODE_S + loop_s + stage_decode_s,
                     batch_size=spec.batch_size,
-                    height=spec.height * stage.scale,
-                    width=spec.width * stage.scale,
+                    height=registry.stage_size(stage, spec.height, spec.width)[0],
+                    width=registry.stage_size(stage, spec.height, spec.width)[1],
                 )
             )
             encode_s += ENCODE_S

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 
@@ -10,13 +9,14 @@ SCRIPT = Path(__file__).resolve().parent / "gpu" / "run.sh"
 
 
 def run_commands() -> list[list[str]]:
-    """Each ``$SDTOP run ...`` line's arguments after ``run``, continuation lines joined."""
+    """Each ``sdtop_run NAME SECONDS ARGS...`` line's ARGS (continuation lines joined): the
+    arguments ``sdtop run`` gets on a card."""
     text = SCRIPT.read_text().replace("\\\n", " ")
     commands = []
     for line in text.splitlines():
-        line = line.strip()
-        line = re.sub(r"^([A-Z_]+=\S+ )+", "", line)
-        if line.startswith("$SDTOP run "):
-            words = shlex.split(line.split("2>&1", 1)[0])
-            commands.append([w.replace('"', "") for w in words[2:]])
+        words = shlex.split(line.strip(), comments=True) if "sdtop_run " in line else []
+        while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value prefixes
+            words = words[1:]
+        if words[:1] == ["sdtop_run"]:
+            commands.append(words[3:])
     return commands

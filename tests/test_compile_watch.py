@@ -9,7 +9,10 @@ ids are deterministic ("0/0" is the first compile of the test).
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from sdtop.pipelines.settings import CellSpec  # noqa: E402
 from sdtop.profiler.contract.events import (  # noqa: E402
     CompileFinished,
     CompileStarted,
+    CudagraphSkip,
     Event,
     GraphBreak,
     Log,
@@ -28,7 +32,17 @@ from sdtop.profiler.contract.events import (  # noqa: E402
     RecompileLimit,
 )
 from sdtop.profiler.worker import compile_watch  # noqa: E402
-from sdtop.profiler.worker.compile_watch import CompileWatch, guard_failures, recompile_refused, short_path  # noqa: E402
+from sdtop.profiler.worker.compile_watch import (  # noqa: E402
+    CompileWatch,
+    apply_compile_cache,
+    cache_counts,
+    cache_delta,
+    compile_cache_env,
+    guard_failures,
+    is_cudagraph_skip,
+    recompile_refused,
+    short_path,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -118,6 +132,7 @@ def test_a_new_size_gives_exactly_one_recompile_with_torchs_reason(tiny_unet: An
     finished = [e for e in rec.events if isinstance(e, CompileFinished)]
     assert all(e.duration_s > 0 and e.function == "wrapper" and e.graph_breaks == 0 for e in finished)
     assert all(e.inductor_s is None and e.fail_reason == "" for e in finished)  # eager: no inductor share
+    assert all(e.cache_hits is None and e.cache_misses is None for e in finished)  # eager: no inductor cache
 
 
 @pytest.mark.e2e
@@ -274,3 +289,131 @@ def test_on_recompile_fail_ends_the_cell_with_the_guard_failure() -> None:
     sizes = [(e.phase, e.height, e.width) for e in rec.events if isinstance(e, PhaseStarted) and e.height]
     assert sizes == [("first_call", 64, 64), ("measure", 64, 64), ("first_call", 96, 96)]
     assert [e.compile_id for e in rec.events if isinstance(e, CompileFinished)] == ["0/0"]
+
+
+# --- CUDA-graph skips: only torch's skip records ------------------------------------------------
+
+SKIPS = [
+    "skipping cudagraphs due to mutated inputs (1 instances). Found from : \n   File x.py, line 3",
+    "skipping cudagraphs due to cpu device (arg0_1)",
+    "skipping cudagraph due to function 0 exceeding max re-recording limit (=50) on cudagraph node None",
+    "disabling cudagraphs due to override_cudagraphs annotation",
+]
+NOT_SKIPS = [
+    "CUDAGraph supports dynamic shapes by recording a new graph for each distinct input size. Recording "
+    "too many CUDAGraphs may lead to extra overhead. We have observed 9 distinct sizes.",
+    "enabling cudagraphs due to override_cudagraphs annotation",
+    "    buf0: cudagraph-unsafe (cpu)",
+    "the graph was not skipping cudagraphs due to anything",  # the words, not at the start
+]
+
+
+@pytest.mark.parametrize("message", SKIPS)
+def test_skip_messages_are_skips(message: str) -> None:
+    assert is_cudagraph_skip(message)
+
+
+@pytest.mark.parametrize("message", NOT_SKIPS)
+def test_other_records_of_the_cudagraphs_logger_are_not_skips(message: str) -> None:
+    assert not is_cudagraph_skip(message)
+
+
+def test_only_skip_records_become_cudagraph_skip_events() -> None:
+    """Records sent through torch's own ``cudagraphs`` logger, as inductor sends them."""
+    rec = Recorder()
+    watch = CompileWatch(rec, 1, {}, backend="inductor").install()
+    log = logging.getLogger(compile_watch.CUDAGRAPHS_LOGGER)
+    log.warning("%s", NOT_SKIPS[0])
+    log.warning("skipping cudagraphs due to %s", "mutated inputs (2 instances)")
+    log.warning("%s", SKIPS[2])
+    watch.close()
+    skips = [e for e in rec.events if isinstance(e, CudagraphSkip)]
+    assert [(e.reason, e.count, e.cell) for e in skips] == [
+        ("skipping cudagraphs due to mutated inputs (2 instances)", 1, 1),
+        (SKIPS[2], 1, 1),
+    ]
+
+
+# --- compile caches ---------------------------------------------------------------------------------
+
+
+def test_cache_counts_read_both_caches_and_survive_odd_counters() -> None:
+    counters = {
+        "inductor": Counter(fxgraph_cache_hit=3, fxgraph_cache_miss=1, cudagraph_skips=7),
+        "aot_autograd": Counter(autograd_cache_hit=2),
+    }
+    assert cache_counts(counters) == (5, 1)
+    assert cache_counts({}) == (0, 0)  # nothing compiled yet
+    assert cache_counts({"inductor": "not a mapping"}) == (0, 0)
+    assert cache_counts(None) is None  # a torch without counters: n/a
+    assert cache_delta((5, 1), (7, 1)) == (2, 0)
+    assert cache_delta(None, (7, 1)) == (None, None)
+    assert cache_delta((5, 1), (0, 0)) == (None, None)  # cleared meanwhile: meaningless
+
+
+def _fake_counters(monkeypatch: pytest.MonkeyPatch) -> dict[str, Counter[str]]:
+    """torch's counters replaced by a dict the test bumps, as inductor would during a compile."""
+    fake: dict[str, Counter[str]] = {"inductor": Counter(), "aot_autograd": Counter()}
+    real = CompileWatch._private
+
+    def private(self: CompileWatch, module: str, attr: str) -> Any:
+        if (module, attr) == ("torch._dynamo.utils", "counters"):
+            return fake
+        if (module, attr) == ("torch._dynamo.utils", "get_compilation_metrics"):
+            return list  # no records: durations are wall-clock
+        return real(self, module, attr)
+
+    monkeypatch.setattr(CompileWatch, "_private", private)
+    return fake
+
+
+@pytest.mark.parametrize(("backend", "expected"), [("inductor", (1, 1)), ("eager", (None, None))])
+def test_cache_lookups_during_a_compile_go_on_its_finish_event(
+    monkeypatch: pytest.MonkeyPatch, backend: str, expected: tuple[int | None, int | None]
+) -> None:
+    counters = _fake_counters(monkeypatch)
+    counters["inductor"]["fxgraph_cache_hit"] = 4  # earlier compiles' lookups are not this one's
+    rec = Recorder()
+    watch = CompileWatch(rec, 0, {}, backend=backend).install()
+    info = SimpleNamespace(compile_id="0/0", callback_trigger=SimpleNamespace(name="DYNAMO"))
+    watch._on_start(info)  # what torch's start callback does
+    counters["aot_autograd"]["autograd_cache_hit"] += 1
+    counters["inductor"]["fxgraph_cache_miss"] += 1
+    watch._on_end(info)
+    counters["inductor"]["fxgraph_cache_hit"] += 1  # after the end: another compile's
+    watch.close()
+    (done,) = [e for e in rec.events if isinstance(e, CompileFinished)]
+    assert (done.cache_hits, done.cache_misses) == expected
+
+
+def test_compile_cache_settings_become_the_workers_environment(tmp_path: Any) -> None:
+    folder = str(tmp_path / "compile-cache")
+    assert compile_cache_env(folder) == {
+        "TORCHINDUCTOR_CACHE_DIR": folder,
+        "TRITON_CACHE_DIR": os.path.join(folder, "triton"),
+    }
+    assert compile_cache_env("shared") == {}
+    assert compile_cache_env("session") == {}  # no folder given: torch's default
+    assert compile_cache_env("off") == {"TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
+
+
+def test_apply_compile_cache_moves_the_caches_of_this_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")  # restored after the test
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/elsewhere/triton")
+    rec = Recorder()
+    folder = str(tmp_path / "compile-cache")
+    apply_compile_cache(folder, rec, 2)
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    assert cache_dir() == folder and os.environ["TRITON_CACHE_DIR"] == os.path.join(folder, "triton")
+    assert rec.logs() == [f"compile cache: this session's folder {folder}"]
+
+
+def test_apply_compile_cache_off_disables_them_in_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = torch.compiler.config
+    monkeypatch.setattr(config, "force_disable_caches", False)  # restored after the test
+    monkeypatch.setenv("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "0")
+    rec = Recorder()
+    apply_compile_cache("off", rec, 0)
+    assert config.force_disable_caches is True and os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] == "1"
+    assert rec.logs() == ["compile cache: off (every compile is cold)"]

@@ -1,31 +1,86 @@
-"""The GPU check script cannot run here; everything around it can be checked.
+"""The GPU check script cannot run its card checks here; everything around it can be checked.
 
-Every ``sdtop run`` line of tests/gpu/run.sh is parsed with the CLI's own parser and
-validation, so a renamed option or value is caught on CPU, not on a scarce GPU lease.
+Every ``sdtop run`` of tests/gpu/run.sh is parsed with the CLI's own parser and validation (as
+on a card, and as its CPU rehearsal rewrites it), so a renamed option or value is caught on
+CPU, not on a scarce GPU lease; the rehearsal itself runs end to end (``--dry-run``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sdtop.tui import cli
 
 from tests.helpers_gpu import SCRIPT, run_commands
 
+CHECKS = SCRIPT.with_name("checks.py")
+
+
+def _dry_argv(argv: list[str]) -> list[str]:
+    spec = importlib.util.spec_from_file_location("gpu_checks", CHECKS)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return list(mod.dry_argv(argv))
+
 
 def test_the_script_is_valid_bash() -> None:
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
 
 
-def test_the_script_has_the_seed_checks() -> None:
+def test_the_script_runs_what_issue_12_asks_for() -> None:
+    """Random weights in fp16: the six pipelines eager, SD 1.5 under every attention setting,
+    an OOM at batch 16, reduce-overhead on sd-txt2img (with a new size) and sd-controlnet."""
     cmds = [" ".join(c) for c in run_commands()]
-    assert any("--attention classic,sdpa --compile none,reduce-overhead" in c and "--steps 50" in c for c in cmds)
-    assert any("--pipeline sd-controlnet" in c for c in cmds)
+    assert all("--weights random" in c and "--dtype fp16" in c for c in cmds)
+    assert any("sd-txt2img,sd-img2img,sd-inpaint,sd-controlnet,if-cascade,sdxl-txt2img" in c for c in cmds)
+    assert any("--attention sdpa,classic,sdpa-flash,sdpa-efficient,sdpa-cudnn,sdpa-math" in c for c in cmds)
+    assert any("--batch 1,16" in c for c in cmds)
+    assert any("--compile reduce-overhead --resolutions 512x512,768x768" in c for c in cmds)
+    assert any("--pipeline sd-controlnet" in c and "--compile reduce-overhead" in c for c in cmds)
+    text = SCRIPT.read_text()
+    for check in ("all-ok", "kernels", "cudagraphs", "recompile", "oom", "steps", "fork-safe", "overhead"):
+        assert f"check {check} " in text, check
 
 
 @pytest.mark.parametrize("argv", run_commands(), ids=lambda a: " ".join(a)[:60])
-def test_every_run_line_is_valid_input(argv: list[str]) -> None:
-    args = cli.build_run_parser().parse_args(argv)
-    matrix = cli.matrix_from_args(args)
+def test_every_run_line_is_valid_input_on_a_card_and_in_the_rehearsal(argv: list[str]) -> None:
+    matrix = cli.matrix_from_args(cli.build_run_parser().parse_args(argv))
     assert matrix.n_cells(cuda_available=True) >= 1
+    dry = _dry_argv(argv)
+    assert "--device" in dry and "random" not in dry
+    assert cli.matrix_from_args(cli.build_run_parser().parse_args(dry)).n_cells(cuda_available=False) >= 1
+
+
+def test_without_a_gpu_it_says_so_and_fails_at_once(tmp_path: Path) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
+    proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stdout.startswith("FAIL no GPU on this machine")
+
+
+@pytest.mark.e2e
+def test_the_cpu_rehearsal_passes_every_check_it_can_make(tmp_path: Path) -> None:
+    """``--dry-run``: the same steps on tiny weights on this CPU, judged by the same checks
+    (those only a card can pass are SKIP lines); exit 0, and results.md says what ran."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHONPATH": ""}
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "all", "--dry-run"], capture_output=True, text=True, env=env, timeout=900
+    )
+    results = (out / "results.md").read_text()
+    assert proc.returncode == 0, results + proc.stderr[-2000:] + (out / "log.txt").read_text()[-3000:]
+    assert "FAIL" not in results
+    for check in ("all-ok", "kernels", "oom", "cudagraphs", "recompile", "steps", "fork-safe"):
+        assert f"PASS {check}:" in results, check
+    assert "failed checks and steps: 0" in results and (out / "sessions.tgz").stat().st_size > 0
+    assert sys.executable  # the rehearsal uses the python3 on PATH, like the card

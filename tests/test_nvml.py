@@ -11,7 +11,16 @@ import subprocess
 import sys
 
 import pytest
-from sdtop.profiler.host.nvml import FIGURES, PYNVML_MISSING, Nvml, parse_pci_bus_id, reason_of
+from sdtop.profiler.host.nvml import (
+    FIGURES,
+    MATCH_ONLY,
+    MATCH_PID,
+    PYNVML_MISSING,
+    Nvml,
+    parse_pci_bus_id,
+    pid_exists,
+    reason_of,
+)
 
 from tests.fake_nvml import FakeGpu, FakePynvml, err
 
@@ -258,6 +267,72 @@ def test_the_worker_missing_from_the_process_list() -> None:
     assert reasons["process_used_mib"].startswith(f"the worker (pid {PID}) is not in NVML's process list")
     _, f, reasons = _read(FakePynvml([_gpu(processes=[])]))
     assert f["process_used_mib"] is None and "container" in reasons["process_used_mib"]
+
+
+def _read_match(procs: list[tuple[int, int | None]], alive: set[int]) -> tuple[float | None, str, str]:
+    """process_used_mib, process_match and the reason, with ``alive`` the pids of this namespace."""
+    nvml = Nvml(FakePynvml([_gpu(processes=procs)]), pid_alive=alive.__contains__)
+    dev, _ = nvml.find(_gpu().bus_id)
+    assert dev is not None
+    r = nvml.read(dev, PID)
+    return r.figures["process_used_mib"], r.process_match, r.reasons.get("process_used_mib", "")
+
+
+def test_the_worker_in_a_container_is_the_only_process_on_the_device() -> None:
+    """A pid namespace: NVML lists the host's pid 731002 for the worker; it is the only
+    compute process and no process of ours, so it is the worker, and the reading says how."""
+    assert _read_match([(731002, 5 * 2**30)], alive={PID}) == (5 * 1024.0, MATCH_ONLY, "")
+    assert _read_match([(PID, 3 * 2**30)], alive={PID}) == (3 * 1024.0, MATCH_PID, "")
+
+
+@pytest.mark.parametrize(
+    ("procs", "alive"),
+    [
+        ([(731002, 2**30), (731003, 2**30)], {PID}),  # two candidates: no guess
+        ([(77, 2**30)], {PID, 77}),  # a live process of ours: another program, not the worker
+        ([], {PID}),  # nothing at all (no CUDA context yet)
+    ],
+    ids=["two-processes", "another-program", "none"],
+)
+def test_no_attribution_without_a_single_foreign_process(procs: list[tuple[int, int]], alive: set[int]) -> None:
+    used, match, why = _read_match(procs, alive)
+    assert (used, match) == (None, "")
+    assert why.startswith(f"the worker (pid {PID}) is not in NVML's process list")
+
+
+def test_a_failing_pid_probe_makes_no_guess() -> None:
+    def boom(pid: int) -> bool:
+        raise OSError("no /proc")
+
+    nvml = Nvml(FakePynvml([_gpu(processes=[(731002, 2**30)])]), pid_alive=boom)
+    dev, _ = nvml.find(_gpu().bus_id)
+    assert dev is not None
+    r = nvml.read(dev, PID)
+    assert (r.figures["process_used_mib"], r.process_match) == (None, "")
+
+
+def test_pid_exists_in_this_namespace() -> None:
+    import os
+
+    assert pid_exists(os.getpid()) and pid_exists(0) and pid_exists(-5)
+    assert not pid_exists(2**22 + 12345)  # above Linux's pid_max limit: never a process
+
+
+# --- the driver version ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", ["550.54.15", b"550.54.15\x00"])
+def test_the_driver_version_comes_from_nvml(answer: str | bytes) -> None:
+    fake = FakePynvml(driver=answer)
+    assert Nvml(fake).driver_version() == ("550.54.15", "")
+    assert fake.calls["nvmlSystemGetDriverVersion"] == 1
+
+
+def test_no_driver_version_without_nvml() -> None:
+    none = Nvml(FakePynvml(fail={"nvmlInit": err("LibraryNotFound")}))
+    assert none.driver_version() == ("", "NVML Shared Library Not Found (no NVIDIA driver on this machine)")
+    odd = Nvml(FakePynvml(driver=""))
+    assert odd.driver_version() == ("", "nvmlSystemGetDriverVersion returned ''")
 
 
 def test_used_gpu_memory_none() -> None:

@@ -130,7 +130,7 @@ def test_tiny_pipeline_runs_end_to_end_through_the_stage_contract(pipeline: str)
         assert all(shape[0] in (spec.batch_size, 2 * spec.batch_size) for _, shape in seen)
         # the output is what the stage says it is
         assert image_batch_and_size(images) == (st.batch_size, st.height, st.width)
-        assert (st.height, st.width) == (spec.height * info.scale, spec.width * info.scale)
+        assert (st.height, st.width) == registry.stage_size(info, spec.height, spec.width)
         assert st.pipe.unet.device.type == "cpu" and st.pipe.unet.dtype == torch.float32
 
     assert build_s < 5.0  # ~0.3 s idle; generous for a loaded CI box
@@ -365,3 +365,16 @@ def test_config_files_are_json_the_builder_uses() -> None:
     for weights in ("random", "tiny"):
         assert {p.name for p in (B.CONFIG_DIR / weights).glob("*.json")} <= used
     assert os.path.isdir(B.CONFIG_DIR)
+
+
+def test_if_cascade_stages_run_at_their_share_of_the_cell_size() -> None:
+    """One size, one meaning: the cell's size is the cascade's final image; stage I runs at
+    1/16 of it and stage II at 1/4 (tiny: 256 -> 16, 64, 256), as the worker reports."""
+    built = B.build(tiny_spec("if-cascade"))
+    assert (built.spec.height, built.spec.width) == (256, 256)
+    assert [(st.name, st.height, st.width) for st in built.stages] == [
+        ("I", 16, 16),
+        ("II", 64, 64),
+        ("upscaler", 256, 256),
+    ]
+    assert built.stages[0].kwargs["height"] == 16 and built.stages[1].kwargs["height"] == 64

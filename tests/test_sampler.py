@@ -207,12 +207,40 @@ def test_unsupported_figures_are_none_and_named_once_at_the_end() -> None:
     assert fake.calls["nvmlDeviceGetTotalEnergyConsumption"] == 1  # not asked at every tick
 
 
-def test_a_worker_hidden_by_a_container_is_explained() -> None:
-    fake = FakePynvml([FakeGpu(processes=[(1, 5 * 2**30)])])  # a host pid the container cannot see
+def test_a_worker_missing_from_the_process_list_is_explained() -> None:
+    fake = FakePynvml([FakeGpu(processes=[(1, 5 * 2**30)])])  # pid 1 is alive here: another program
     evs = _run(_sampler(fake))
     assert {g.process_used_mib for g in _of(evs, GpuSample)} == {None}
+    assert {g.process_match for g in _of(evs, GpuSample)} == {""}
+    assert _of(evs, Environment) == []
     (line,) = [e.message for e in _of(evs, Log) if e.message.startswith("n/a for the whole cell")]
     assert "process_used_mib: the worker (pid 4242) is not in NVML's process list" in line
+
+
+def test_a_worker_in_a_container_is_found_by_elimination_and_says_so() -> None:
+    """NVML lists the host's pid for the worker; the only compute process on its GPU, with
+    a pid that is no process here, is the worker: read, and the cell says how it was found."""
+    fake = FakePynvml([FakeGpu(processes=[(731002, 5 * 2**30)])])
+    s = Sampler(nvml=Nvml(fake, pid_alive={PID}.__contains__), clock=Clock(), host_probe=FakeHost)  # type: ignore[arg-type]
+    evs = _run(s, ticks=3)
+    gpu = _of(evs, GpuSample)
+    assert {(g.process_used_mib, g.process_match) for g in gpu} == {(5 * 1024.0, "only process on the device")}
+    envs = _of(evs, Environment)
+    assert [(e.cell, e.data) for e in envs] == [(0, {"nvml_process_match": "only process on the device"})]
+    said = [e.message for e in _of(evs, Log) if "by elimination" in e.message]
+    assert len(said) == 1 and "pid 4242" in said[0]  # once per cell, not every tick
+    assert not any(e.message.startswith("n/a for the whole cell") for e in _of(evs, Log))
+
+
+def test_the_match_waits_for_the_workers_own_environment() -> None:
+    """Before the worker's bus id is known (its Environment not yet out) the match is held
+    back until the cell ends, so a cell's first Environment is always the worker's."""
+    s = _sampler(_gpu_fake())
+    s.start(0, PID, "cuda", thread=False)  # matched by pid, no bus id yet
+    s.tick()
+    assert _of(s.drain(), Environment) == []
+    s.stop()
+    assert [e.data for e in _of(s.drain(), Environment)] == [{"nvml_process_match": "pid"}]
 
 
 def test_used_gpu_memory_none_is_explained() -> None:
@@ -413,6 +441,9 @@ def test_the_runner_records_samples_with_the_worker_events(tmp_path: Path) -> No
     assert len(gpu) == 2 and {g.status for g in gpu} == {"ok"}
     row = summary.rows(events)[0]
     assert row.host_peak_rss_mib == 200.0 and row.nvml_peak_process_mib == 3072.0
+    assert row.nvml_process_match == "pid"
+    cell_envs = [e.data for e in events if isinstance(e, Environment) and e.cell == 0]
+    assert "device" in cell_envs[0] and cell_envs[-1] == {"nvml_process_match": "pid"}
     # the replayed session shows what the live run showed
     replayed = MemoryModel()
     for ev in events:

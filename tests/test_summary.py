@@ -14,6 +14,9 @@ from sdtop.profiler.contract.events import (
     CallFinished,
     CellFinished,
     CellStarted,
+    CompileFinished,
+    CompileStarted,
+    Environment,
     Error,
     Event,
     SessionFinished,
@@ -87,9 +90,11 @@ HEADER = (
     "cell,pipeline,stage,weights,model,attention,compile_mode,fullgraph,compile_backend,channels_last,"
     "dtype,batch_size,height,width,steps,iterations,status,measured_calls,it_per_s,step_ms_p50,step_ms_p95,"
     "call_s_median,first_call_s,encode_s_median,denoise_s_median,decode_s_median,startup_s,build_s,"
-    "compile_s,compiles,recompiles,graph_breaks,cudagraph_skips,first_call_run_s,eager_fallback,sdpa_kernel,device,"
+    "compile_s,compile_cache_hits,compile_cache_misses,compiles,recompiles,graph_breaks,cudagraph_skips,"
+    "first_call_run_s,eager_fallback,sdpa_kernel,device,"
     "device_name,torch_version,diffusers_version,peak_alloc_mib,peak_reserved_mib,nvml_peak_process_mib,"
-    "nvml_peak_device_mib,gpu_util_mean_pct,power_mean_w,energy_j_per_image,host_peak_rss_mib"
+    "nvml_process_match,nvml_peak_device_mib,gpu_util_mean_pct,power_mean_w,energy_j_per_image,host_peak_rss_mib,"
+    "stage_height,stage_width"
 )
 
 
@@ -136,6 +141,42 @@ def test_rows_for_every_kind_of_outcome() -> None:
     for cell in (3, 4):
         assert by_cell[cell].it_per_s is None and by_cell[cell].step_ms_p50 is None
         assert by_cell[cell].first_call_s is not None
+
+
+def _with_compiles(events: list[Event], finished: list[CompileFinished]) -> list[Event]:
+    """The cell's events with these compiles during its first call (call 0), right after
+    its CellStarted."""
+    compiles: list[Event] = []
+    for i, f in enumerate(finished):
+        compiles += [CompileStarted(ts=T0, cell=0, module="unet", compile_id=f"0/{i}", call=0), f]
+    return [events[0], *compiles, *events[1:]]
+
+
+def test_compile_cache_hits_and_misses_sit_beside_compile_s() -> None:
+    """A warm compile (hits) is told apart from a cold one (misses); a compile whose lookups
+    were not counted adds nothing, and a cell where none was counted has empty columns."""
+    base = cell_events(0, _spec(compile_mode="default"))
+    cold = CompileFinished(ts=T0, cell=0, module="unet", compile_id="0/0", call=0, duration_s=50.0, cache_misses=2)
+    warm = CompileFinished(
+        ts=T0, cell=0, module="unet", compile_id="0/1", call=0, duration_s=5.0, cache_hits=2, cache_misses=0
+    )
+    unknown = CompileFinished(ts=T0, cell=0, module="unet", compile_id="0/2", call=0, duration_s=1.0)
+    (row,) = rows(_with_compiles(base, [cold, warm, unknown]))
+    assert (row.compile_s, row.compile_cache_hits, row.compile_cache_misses) == (56.0, 2, 2)
+    (eager,) = rows(_with_compiles(base, [unknown]))
+    assert (eager.compile_s, eager.compile_cache_hits, eager.compile_cache_misses) == (1.0, None, None)
+    (plain,) = rows(cell_events(0, _spec()))
+    assert (plain.compile_cache_hits, plain.compile_cache_misses) == (None, None)
+
+
+def test_nvml_process_match_comes_from_the_samplers_environment() -> None:
+    base = cell_events(0, _spec())
+    (row,) = rows(base)
+    assert row.nvml_process_match is None
+    said = Environment(ts=T0, cell=0, data={"nvml_process_match": "only process on the device"})
+    (row,) = rows([*base[:-1], said, base[-1]])
+    assert row.nvml_process_match == "only process on the device"
+    assert "only process on the device" in to_csv([row])
 
 
 def test_oom_during_load_has_no_figures_at_all() -> None:

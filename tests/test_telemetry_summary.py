@@ -21,7 +21,7 @@ from sdtop.profiler.contract.events import (
     TorchMemory,
     WorkerStarted,
 )
-from sdtop.profiler.report.summary import COLUMNS, rows, telemetry_figures, to_csv
+from sdtop.profiler.report.summary import rows, telemetry_figures, to_csv
 
 T0 = 1000.0
 CALLS = [(T0 + 2.25, T0 + 4.25), (T0 + 5.0, T0 + 7.0)]  # measured calls: [start, end]
@@ -29,6 +29,7 @@ NEW_COLUMNS = (
     "peak_alloc_mib",
     "peak_reserved_mib",
     "nvml_peak_process_mib",
+    "nvml_process_match",
     "nvml_peak_device_mib",
     "gpu_util_mean_pct",
     "power_mean_w",
@@ -66,12 +67,13 @@ def _in_calls(t: float) -> bool:
 
 
 def test_the_columns_are_appended_in_order_with_units_in_their_names() -> None:
-    # the last eight columns of summary.csv, after the versions, written out by hand
-    assert COLUMNS[-9:] == ("diffusers_version", *NEW_COLUMNS)
+    # the telemetry columns of summary.csv, after the versions and before each stage's size,
+    # written out by hand
     header = to_csv([]).rstrip("\r\n")
     assert header.endswith(
-        ",diffusers_version,peak_alloc_mib,peak_reserved_mib,nvml_peak_process_mib,nvml_peak_device_mib,"
-        "gpu_util_mean_pct,power_mean_w,energy_j_per_image,host_peak_rss_mib"
+        ",diffusers_version,peak_alloc_mib,peak_reserved_mib,nvml_peak_process_mib,nvml_process_match,"
+        "nvml_peak_device_mib,gpu_util_mean_pct,power_mean_w,energy_j_per_image,host_peak_rss_mib,"
+        "stage_height,stage_width"
     )
 
 

@@ -27,14 +27,27 @@ def sdtop(*argv: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )
 
 
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the seed's runwayml id was removed from the hub
+
+
+def fake_cache(root: Path) -> Path:
+    """A hub cache whose SD 1.5 snapshot holds a model_index.json and no weights: the
+    parent's preflight finds the model, and only the worker learns that it cannot load it."""
+    snap = root / f"models--{SD15.replace('/', '--')}" / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    (snap / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    return root
+
+
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> Mixed:
     out = tmp_path_factory.mktemp("mixed") / "s"
+    cache = fake_cache(tmp_path_factory.mktemp("cache"))
     proc = sdtop(
         "run", "--pipeline", "sd-txt2img", "--weights", "hub,tiny",
         "--attention", "xformers,sdpa-efficient,sdpa-math",
         "--steps", "2", "--iterations", "1", "--out", str(out),
-        env={"HF_HUB_OFFLINE": "1"},
+        env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)},
     )  # fmt: skip
     return proc, out
 
@@ -44,11 +57,26 @@ def test_unreachable_weights_are_one_error_line_and_exit_2(mixed: Mixed) -> None
     assert proc.returncode == 2
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("sdtop: error:")]
     assert len(errors) == 1
-    assert "cannot load 'runwayml/stable-diffusion-v1-5'" in errors[0]
+    assert f"cannot load {SD15!r}" in errors[0]
     assert "use --weights random" in errors[0]
     assert "Traceback" not in proc.stderr
     # and the session (the tiny cells' results) is complete on disk
     assert (out / "summary.csv").exists()
+
+
+def test_a_hub_model_not_on_this_disk_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """The preflight: no cell runs, not even the tiny ones, and nothing is written."""
+    out = tmp_path / "s"
+    proc = sdtop(
+        "run", "--pipeline", "sd-txt2img", "--weights", "hub,tiny", "--steps", "1", "--out", str(out),
+        env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith(f"sdtop: error: --weights hub: {SD15!r} is not on this disk")
+    assert "use --weights random or tiny, or download it first" in errors[0]
+    assert not out.exists()
 
 
 def test_attention_that_cannot_run_is_a_not_supported_cell(mixed: Mixed) -> None:

@@ -99,6 +99,13 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
         "the cell ends 'error: recompiled: <reason>'",
     )
     g.add_argument(
+        "--compile-cache",
+        default="session",
+        help="inductor's on-disk caches: session (default: one per session, in <out>/compile-cache, so "
+        "compile_s is cold unless an identical cell ran earlier in the session), shared (torch's default "
+        "folder, warm across runs) or off; summary.csv counts the cache hits beside compile_s",
+    )
+    g.add_argument(
         "--trace",
         default=None,
         metavar="DIR",
@@ -144,6 +151,7 @@ def matrix_from_args(args: argparse.Namespace) -> Any:
 _MATRIX_TEXT_OPTIONS = (
     "pipeline", "weights", "model", "attention", "compile", "compile_backend", "dtype", "batch", "steps",
     "height", "width", "iterations", "warmup", "device", "seed", "threads", "resolutions", "on_recompile",
+    "compile_cache",
 )  # fmt: skip
 
 

@@ -39,7 +39,7 @@ import torch
 import transformers
 from accelerate import init_empty_weights
 
-from .. import registry
+from .. import hub, registry
 from ..settings import CellSpec
 from . import inputs
 from .tokenizers import EOS_TOKEN, OPENCLIP_PAD_TOKEN, clip_tokenizer
@@ -57,8 +57,10 @@ _DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16
 # the pipeline's __init__ argument. Schedulers have no size: tiny uses the real ones.
 #
 # Where configs/random comes from (the diffusers/transformers config.json of the checkpoint):
-#   sd15.*, clip-l.*          runwayml/stable-diffusion-v1-5 (unet, vae, text_encoder, scheduler)
-#   sd15-inpaint.unet         runwayml/stable-diffusion-inpainting (SD 1.5 with in_channels 9)
+#   sd15.*, clip-l.*          runwayml/stable-diffusion-v1-5 (unet, vae, text_encoder, scheduler),
+#                             now stable-diffusion-v1-5/stable-diffusion-v1-5 (the same files)
+#   sd15-inpaint.unet         runwayml/stable-diffusion-inpainting (SD 1.5 with in_channels 9),
+#                             now stable-diffusion-v1-5/stable-diffusion-inpainting
 #   sd15-canny.controlnet     lllyasviel/sd-controlnet-canny
 #   sdxl.*, clip-bigg.*       stabilityai/stable-diffusion-xl-base-1.0 (text_encoder is CLIP-L)
 #   x4-upscaler.*, openclip-h stabilityai/stable-diffusion-x4-upscaler
@@ -289,11 +291,6 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _looks_like_path(source: str) -> bool:
-    """A filesystem path rather than a hub id ("name" or "owner/name")."""
-    return source.startswith((".", "/", "~")) or (os.sep in source and source.count("/") != 1)
-
-
 def _unavailable(source: str, reason: str) -> WeightsUnavailable:
     reason = " ".join(reason.split())
     if len(reason) > 160:
@@ -329,7 +326,7 @@ def _from_pretrained(loader: Any, source: str, dtype: torch.dtype, **kwargs: Any
 
     ``dtype=``, not ``torch_dtype=``: diffusers 0.42 warns that the latter is deprecated.
     """
-    if _looks_like_path(source) and not os.path.isdir(os.path.expanduser(source)):
+    if hub.looks_like_path(source) and not os.path.isdir(os.path.expanduser(source)):
         raise _unavailable(source, "no such directory")
     try:
         with _quiet_progress(), warnings.catch_warnings():
@@ -350,26 +347,10 @@ def _from_pretrained(loader: Any, source: str, dtype: torch.dtype, **kwargs: Any
         raise _unavailable(source, f"{type(exc).__name__}: {first}" if first else type(exc).__name__) from exc
 
 
-def _stage_source(spec: CellSpec, info: registry.PipelineSpec, stage: registry.StageInfo) -> str:
-    """Where a stage's weights come from: ``--model`` or the registry checkpoint.
-
-    A multi-stage pipeline (IF) takes ``--model`` as a directory with one sub-directory per
-    stage name (what :func:`save_pretrained` writes); a stage without one, or a hub id
-    given as ``--model``, applies to stage I only and the others use the registry.
-    """
-    if not spec.model:
-        return stage.checkpoint
-    if len(info.stages) == 1:
-        return spec.model
-    per_stage = os.path.join(os.path.expanduser(spec.model), stage.name)
-    if os.path.isdir(per_stage):
-        return per_stage
-    return spec.model if stage is info.stages[0] else stage.checkpoint
-
-
 def _hub_pipe(spec: CellSpec, info: registry.PipelineSpec, stage: registry.StageInfo, dtype: torch.dtype) -> Any:
     cls = getattr(diffusers, stage.pipeline_class)
-    source = _stage_source(spec, info, stage)
+    # The parent's preflight (pipelines.hub) looked in the same place before any worker started.
+    source = hub.stage_source(spec.model, info, stage)
     kwargs = _extras(cls)
     local = os.path.isdir(os.path.expanduser(source))
     source = os.path.expanduser(source) if local else source
@@ -422,8 +403,13 @@ def _pass_images(images: Any) -> dict[str, Any]:
 def _stage_inputs(
     spec: CellSpec, stage: registry.StageInfo, pipe: Any, device: torch.device, dtype: torch.dtype
 ) -> tuple[dict[str, Any], Callable[[Any], dict[str, Any]] | None]:
-    """The call's kwargs (without generator/callbacks) and how to chain the previous stage."""
-    b, h, w = spec.batch_size, spec.height, spec.width
+    """The call's kwargs (without generator/callbacks) and how to chain the previous stage.
+
+    ``spec.height``/``width`` is the image the cell produces; each stage is called at its
+    own share of it (:func:`registry.stage_size`: IF stage I at 1/16, stage II at 1/4).
+    """
+    b = spec.batch_size
+    h, w = registry.stage_size(stage, spec.height, spec.width)
     cls = stage.pipeline_class
     prompt = [spec.prompt] * b
     kw: dict[str, Any] = {"num_inference_steps": spec.steps}
@@ -447,8 +433,8 @@ def _stage_inputs(
     elif cls == "IFSuperResolutionPipeline":
         kw.update(
             _if_embeddings(pipe, spec, device, dtype),
-            height=h * stage.scale,
-            width=w * stage.scale,
+            height=h,
+            width=w,
             output_type="pt",
         )
         return kw, _pass_images
@@ -495,6 +481,7 @@ def build(spec: CellSpec) -> BuiltPipeline:
             pipe = cls(**{**_extras(cls), **parts})
         pipe.set_progress_bar_config(disable=True)
         kwargs, chain = _stage_inputs(spec, stage, pipe, device, dtype)
+        stage_h, stage_w = registry.stage_size(stage, spec.height, spec.width)
         runs.append(
             StageRun(
                 name=stage.name,
@@ -505,8 +492,8 @@ def build(spec: CellSpec) -> BuiltPipeline:
                 legacy_callback=stage.legacy_callback,
                 steps=_loop_steps(pipe, spec.steps),
                 batch_size=spec.batch_size,
-                height=spec.height * stage.scale,
-                width=spec.width * stage.scale,
+                height=stage_h,
+                width=stage_w,
             )
         )
         for attr, module in _models(pipe):
@@ -515,8 +502,8 @@ def build(spec: CellSpec) -> BuiltPipeline:
 
 
 def set_size(built: BuiltPipeline, height: int, width: int) -> None:
-    """Make every stage's call run at ``height`` x ``width`` (the cell-level size; later
-    IF stages scale it as usual), in place.
+    """Make the cell produce ``height`` x ``width`` images (each stage runs at its share of
+    it, :func:`registry.stage_size`), in place.
 
     ``--resolutions`` runs one cell at several sizes in the same worker, on the same
     (compiled) modules, as a user changing sizes would: only the call's inputs change, so
@@ -528,7 +515,7 @@ def set_size(built: BuiltPipeline, height: int, width: int) -> None:
     device, dtype = torch.device(spec.device), torch_dtype(spec.dtype)
     for info, run in zip(stages, built.stages, strict=True):
         run.kwargs, run.chain = _stage_inputs(spec, info, run.pipe, device, dtype)
-        run.height, run.width = height * info.scale, width * info.scale
+        run.height, run.width = registry.stage_size(info, height, width)
 
 
 def parameter_counts(pipeline: str, weights: str = "random") -> dict[str, int]:

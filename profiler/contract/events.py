@@ -277,7 +277,10 @@ class HostSample(Event):
 @dataclass(frozen=True, kw_only=True)
 class GpuSample(Event):
     """One NVML reading of the worker's GPU. Every figure is None where NVML could not give
-    it; ``status`` is "ok" or "n/a: <why>" so a blank is never silent."""
+    it; ``status`` is "ok" or "n/a: <why>" so a blank is never silent. ``process_match``
+    says how ``process_used_mib`` was found, because in a container NVML lists host pids:
+    "pid" (the worker's own pid), "only process on the device" (no pid matched and exactly
+    one compute process runs on the GPU: the worker, by elimination), "" (not found)."""
 
     KIND: ClassVar[str] = "gpu_sample"
     status: str = "ok"
@@ -293,6 +296,7 @@ class GpuSample(Event):
     sm_clock_mhz: float | None = None
     mem_clock_mhz: float | None = None
     energy_mj: float | None = None
+    process_match: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -336,7 +340,11 @@ class CompileFinished(Event):
     """``duration_s``: torch's own measure of the whole frame compile when it reports one,
     else the wall time between its start and end callbacks. ``inductor_s``: the part spent
     in inductor (None for other backends or where torch does not say). ``graph_breaks``:
-    the breaks logged while this compile ran. ``function``: the compiled code's name."""
+    the breaks logged while this compile ran. ``function``: the compiled code's name.
+    ``cache_hits`` / ``cache_misses``: inductor's on-disk cache lookups during this compile
+    (FX graph cache and AOTAutograd cache together), so a warm compile (hits, a fraction
+    of the cold time) is never read as a cold one; None where no inductor ran (another
+    backend) or this torch does not count them."""
 
     KIND: ClassVar[str] = "compile_finished"
     module: str = ""
@@ -349,6 +357,8 @@ class CompileFinished(Event):
     call: int = -1
     trigger: str = ""
     function: str = ""
+    cache_hits: int | None = None
+    cache_misses: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

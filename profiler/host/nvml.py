@@ -26,12 +26,25 @@ NVML numbers all of them in its own order, so an index means different GPUs on t
 sides. The PCI bus id is the same on both: the worker reports its device's bus id and
 :meth:`Nvml.find` picks the NVML device with that id (:func:`parse_pci_bus_id` reads every
 spelling: NVML's ``00000000:3B:00.0``, the legacy ``0000:3b:00.0``, bare ``3b:00.0``).
+
+Process matching: the worker's GPU memory is NVML's compute process with the worker's pid.
+In a container with its own pid namespace NVML lists *host* pids, so no pid ever matches
+and the figure would stay n/a for good. When no pid matches, exactly one compute process
+runs on the device, and that process's pid is not a live process here (so it is not some
+other program of this machine: it is a pid from another namespace), it is the worker by
+elimination; the reading says so (``process_match``) and the row shows it, because the
+attribution is an inference, not an identification.
+
+Driver version: :meth:`Nvml.driver_version` (``nvmlSystemGetDriverVersion``) is where the
+session's ``driver`` comes from: torch has no driver-version API, and asking the CUDA
+driver in the parent would load it there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -71,6 +84,10 @@ PERMANENT = frozenset(
 )
 
 PYNVML_MISSING = "nvidia-ml-py is not installed (pip install 'sdtop[gpu]')"
+
+#: ``GpuReading.process_match`` values: how the worker's process memory was found.
+MATCH_PID = "pid"
+MATCH_ONLY = "only process on the device"
 
 _PCI = re.compile(
     r"^(?:(?P<domain>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{1,2}):(?P<dev>[0-9a-fA-F]{1,2})(?:\.[0-7])?$"
@@ -127,6 +144,8 @@ class GpuReading:
 
     figures: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(FIGURES))
     reasons: dict[str, str] = field(default_factory=dict)
+    #: How ``process_used_mib`` was attributed: MATCH_PID, MATCH_ONLY, or "" (it was not).
+    process_match: str = ""
 
     @property
     def ok(self) -> bool:
@@ -149,17 +168,41 @@ def _import_pynvml() -> Any:
     return importlib.import_module("pynvml")
 
 
+def pid_exists(pid: int) -> bool:
+    """Whether ``pid`` is a live process in this pid namespace (signal 0 probes, sends
+    nothing). A process we may not signal still exists; so does any pid <= 0 we are asked
+    about, so that a nonsense pid is never taken for "another namespace's"."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Nvml:
     """NVML for one owner, initialised on first use; every call answers ``(value, "")`` or
     ``(None, reason)``.
 
     ``module`` injects a stand-in for ``pynvml`` (tests); by default ``pynvml`` is imported
-    on first use, so merely importing sdtop never loads NVML.
+    on first use, so merely importing sdtop never loads NVML. ``pid_alive`` tells whether a
+    pid NVML lists is a process of this namespace (the attribution by elimination needs it;
+    tests inject it so a scripted pid never depends on the machine's processes).
     """
 
-    def __init__(self, module: Any = None, *, importer: Callable[[], Any] = _import_pynvml) -> None:
+    def __init__(
+        self,
+        module: Any = None,
+        *,
+        importer: Callable[[], Any] = _import_pynvml,
+        pid_alive: Callable[[int], bool] = pid_exists,
+    ) -> None:
         self._module = module
         self._importer = importer
+        self._pid_alive = pid_alive
         self._lock = threading.RLock()
         self._initialized = False
         self._tried = False
@@ -234,6 +277,18 @@ class Nvml:
                 if type(exc).__name__ in PERMANENT:
                     self._unsupported[key] = why
                 return None, why
+
+    def driver_version(self) -> tuple[str, str]:
+        """``(version, "")`` of the NVIDIA driver ("550.54.15"), or ``("", why)``.
+
+        The session's ``driver`` comes from here: torch has no driver-version call
+        (``torch.cuda.driver_version`` does not exist), and NVML answers without a CUDA
+        context, so the parent can ask without touching the GPU."""
+        value, why = self.call("nvmlSystemGetDriverVersion")
+        text = _text(value).strip().rstrip("\x00")
+        if text:
+            return text, ""
+        return "", why or f"nvmlSystemGetDriverVersion returned {value!r}"
 
     def const(self, name: str, default: int) -> int:
         value = getattr(self._module, name, default)
@@ -353,6 +408,9 @@ class Nvml:
             r.miss(("process_used_mib",), why)
             return
         mine = [p for p in procs if getattr(p, "pid", None) == pid]
+        match = MATCH_PID
+        if not mine and self._only_foreign(procs):
+            mine, match = procs, MATCH_ONLY
         if not mine:
             r.miss(
                 ("process_used_mib",),
@@ -366,6 +424,21 @@ class Nvml:
             r.miss(("process_used_mib",), "NVML gives no per-process memory here (usedGpuMemory not available)")
             return
         r.figures["process_used_mib"] = sum(known) / MIB
+        r.process_match = match
+
+    def _only_foreign(self, procs: list[Any]) -> bool:
+        """One compute process on the device, with a pid that is no process of ours: the
+        worker seen from outside its pid namespace. A lone process whose pid is alive here
+        is some other program (the worker has no context yet), never attributed."""
+        if len(procs) != 1:
+            return False
+        other = getattr(procs[0], "pid", None)
+        if not isinstance(other, int) or isinstance(other, bool):
+            return False
+        try:
+            return not self._pid_alive(other)
+        except Exception:  # a failing probe must not make a guess: no attribution
+            return False
 
 
 def _num(value: Any) -> float | None:

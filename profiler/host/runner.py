@@ -9,6 +9,7 @@ ended gets its status from the way the process ended ("crashed: signal 9").
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import __version__
+from ...pipelines import hub, registry
 from ...pipelines.settings import BadInput, CellSpec, MatrixSpec, expand
 from ..contract import status
 from ..contract.events import (
@@ -39,6 +41,7 @@ from ..contract.events import (
     WorkerStarted,
 )
 from .launcher import Launcher, LaunchError, WorkerHandle, make_launcher
+from .nvml import Nvml
 from .sampler import DEFAULT_SAMPLE_MS, Sampler
 from .session import Session, SessionError
 
@@ -245,7 +248,7 @@ class Runner:
         self._skip.clear()
         self.emit([CellStarted(cell=idx, n_cells=len(self.cells), settings=spec.to_dict())])
         try:
-            handle = self.launcher.start(idx, spec)
+            handle = self.launcher.start(idx, self._worker_spec(spec))
         except (LaunchError, OSError) as exc:
             self.emit(
                 [
@@ -326,6 +329,16 @@ class Runner:
             else:
                 final = status.crashed(None, None)
             self.emit([CellFinished(cell=idx, status=final)])
+
+    def _worker_spec(self, spec: CellSpec) -> CellSpec:
+        """The spec as the worker gets it: ``compile_cache="session"`` becomes this session's
+        own cache folder, which only the runner knows. The worker (possibly a child of a fork
+        server started before the session existed) points inductor there itself, so no
+        launcher environment is involved; the recorded spec keeps "session"."""
+        if spec.compile_cache != "session":
+            return spec
+        folder = (self.session.dir / "compile-cache").resolve()
+        return dataclasses.replace(spec, compile_cache=str(folder))
 
     def _observe(self, idx: int, spec: CellSpec, ev: Event) -> None:
         """Point the sampler at the worker: its pid (WorkerStarted), then its device and PCI
@@ -431,15 +444,24 @@ def prepare(
     """Validate, start the worker host, resolve defaults against it, create the session.
 
     Raises :class:`BadInput`, :class:`SessionError` or :class:`LaunchError`, each with a
-    one-line message; nothing is written before every check has passed.
+    one-line message; nothing is written before every check has passed. The hub models of
+    the matrix are looked for on this disk (:func:`pipelines.hub.preflight`) before the
+    worker host starts where the cells do not depend on what it finds (the usual case:
+    ``--pipeline`` or ``--device`` given), else right after its hello; either way before
+    any cell runs and before anything is written.
     """
     out_path = check_out(out, force=force)
+    early = _cells_without_host(matrix)
+    if early is not None:
+        hub.preflight(early)
     if announce is not None:  # the checks passed; what follows takes seconds
         announce("starting the worker host (imports torch once)...")
     lau = _launcher(launcher)
     try:
         hello = lau.hello()
         cells = expand(matrix, cuda_available=bool(hello.get("cuda_available")))
+        if early is None:
+            hub.preflight(cells)
         session = Session.create(out_path, force=force)
     except (BadInput, SessionError, LaunchError):
         lau.close()
@@ -452,7 +474,7 @@ def prepare(
         lau,
         matrix=matrix,
         argv=list(argv or []),
-        env=_parent_env(hello),
+        env={**_parent_env(hello), **_model_note(matrix.model, announce)},
         on_event=on_event,
         stall_timeout=stall_timeout,
         compile_timeout=compile_timeout,
@@ -461,7 +483,36 @@ def prepare(
     )
 
 
-def _parent_env(hello: dict[str, Any]) -> dict[str, Any]:
+def _cells_without_host(matrix: MatrixSpec) -> list[CellSpec] | None:
+    """The matrix's cells when they do not depend on whether the worker host has CUDA.
+
+    Only the embedded default (no ``--pipeline``, no ``--device``) picks pipelines by
+    device; otherwise the hub cells (pipeline, model) are the same either way, so the hub
+    preflight and the size checks can refuse before torch is imported at all.
+    """
+    if not matrix.pipelines and matrix.device is None:
+        return None
+    return expand(matrix, cuda_available=matrix.device == "cuda")
+
+
+def _model_note(model: str | None, announce: Callable[[str], None] | None) -> dict[str, str]:
+    """Say (to the user) and record (in the session's environment) that a seed model id
+    removed from the hub is loaded from its maintained copy; nothing for any other id."""
+    if not model or registry.canonical_model(model) == model:
+        return {}
+    note = f"--model {model} was removed from the hub; loading its maintained copy {registry.canonical_model(model)}"
+    if announce is not None:
+        announce(note)
+    return {"model_note": note}
+
+
+def _parent_env(hello: dict[str, Any], nvml: Nvml | None = None) -> dict[str, Any]:
+    """The session-level Environment: the worker host's hello plus the parent's facts.
+
+    ``driver`` is NVML's (``nvmlSystemGetDriverVersion``): torch has no driver-version API,
+    and NVML answers in the parent without a CUDA context. Where NVML cannot answer (no
+    driver, no nvidia-ml-py) ``driver`` is "" and ``driver_na`` says why. ``nvml`` injects
+    a stand-in (tests); the default one is initialised for this question and released."""
     env = dict(hello)
     env.update(
         sdtop=__version__,
@@ -470,6 +521,16 @@ def _parent_env(hello: dict[str, Any]) -> dict[str, Any]:
         parent_pid=os.getpid(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    own = nvml is None
+    probe = Nvml() if nvml is None else nvml
+    try:
+        driver, why = probe.driver_version()
+    finally:
+        if own:
+            probe.shutdown()
+    env["driver"] = driver
+    if why:
+        env["driver_na"] = why
     return env
 
 
@@ -511,6 +572,7 @@ def resume(
     events = session.events(on_warning=warnings.append)
     cell_dicts, matrix, todo = unfinished_cells(events)
     cells = [CellSpec.from_dict(c) for c in cell_dicts]
+    hub.preflight(cells[i] for i in todo)  # the models may have left this disk meanwhile
     lau = _launcher(launcher)
     try:
         hello = lau.hello()

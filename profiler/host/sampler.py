@@ -30,7 +30,14 @@ What is emitted, per cell:
   only when the reason changes, so a CPU-only session says why once per cell instead of ten
   times a second;
 - a ``Log`` (info) naming the NVML device matched to the worker's GPU, and, at the cell's
-  end, one ``Log`` (info) listing each figure that stayed n/a for the whole cell and why.
+  end, one ``Log`` (info) listing each figure that stayed n/a for the whole cell and why;
+- a cell-level ``Environment`` with ``nvml_process_match`` ("pid", or "only process on the
+  device" where a container's pid namespace hides the worker's pid and the worker's memory
+  is attributed by elimination, see :mod:`profiler.host.nvml`), emitted when it is first
+  known and again if it changes, so the summary row can say how its process memory was
+  found; with a ``Log`` the first time the attribution is by elimination. It is emitted
+  only after the worker's own Environment (once its bus id is known, else at the cell's
+  end), so a cell's first Environment is always the worker's device facts.
 """
 
 from __future__ import annotations
@@ -43,8 +50,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from ..contract.events import Event, GpuSample, HostSample, Log
-from .nvml import FIGURES, Device, Nvml, format_pci
+from ..contract.events import Environment, Event, GpuSample, HostSample, Log
+from .nvml import FIGURES, MATCH_ONLY, Device, Nvml, format_pci
 
 DEFAULT_SAMPLE_MS = 100
 #: How long :meth:`Sampler.stop` waits for a sample in progress. A sample takes milliseconds;
@@ -136,6 +143,8 @@ class _Cell:
     missing: dict[str, str] = field(default_factory=dict)
     gpu_ok_seen: bool = False
     failed: bool = False  # a sampling error was already logged
+    process_match: str = ""  # how the worker's GPU memory was last found ("" = not yet)
+    match_said: str = ""  # the process_match last emitted in an Environment
 
 
 class Sampler:
@@ -218,6 +227,7 @@ class Sampler:
                 return
             if thread is None:
                 self._sample(c, final=True)
+            self._say_match(c, self._clock())
             self._summarise(c)
             self._cell = None
 
@@ -339,7 +349,36 @@ class Sampler:
             return
         c.gpu_ok_seen = True
         c.gpu_status = status
-        self._out.append(GpuSample(ts=ts, cell=c.cell, status=status, index=c.gpu.index, **reading.figures))
+        self._out.append(
+            GpuSample(
+                ts=ts,
+                cell=c.cell,
+                status=status,
+                index=c.gpu.index,
+                process_match=reading.process_match,
+                **reading.figures,
+            )
+        )
+        if reading.process_match:
+            if reading.process_match == MATCH_ONLY and c.process_match != MATCH_ONLY:
+                self._out.append(
+                    Log(
+                        ts=ts,
+                        cell=c.cell,
+                        message=f"GPU telemetry: the worker (pid {c.pid}) is not in NVML's process list "
+                        "(a container's pid namespace shows host pids); its GPU memory is the only "
+                        "compute process on the device, attributed to it by elimination",
+                    )
+                )
+            c.process_match = reading.process_match
+            if c.pci_bus_id:  # the worker's Environment is already out: this one follows it
+                self._say_match(c, ts)
+
+    def _say_match(self, c: _Cell, ts: float) -> None:
+        """The cell's ``nvml_process_match`` for its summary row, when new or changed."""
+        if c.process_match and c.process_match != c.match_said:
+            c.match_said = c.process_match
+            self._out.append(Environment(ts=ts, cell=c.cell, data={"nvml_process_match": c.process_match}))
 
     def _gpu_na(self, c: _Cell, ts: float, reason: str) -> None:
         status = f"n/a: {reason}"

@@ -188,6 +188,8 @@ def compile_figures(
     )
     return {
         "compile_s": math.fsum(finite_list(e.duration_s for e in finished)),
+        "compile_cache_hits": _sum_known(e.cache_hits for e in finished),
+        "compile_cache_misses": _sum_known(e.cache_misses for e in finished),
         "compiles": max(len(started), len(finished)),
         "recompiles": sum(1 for e in evs if isinstance(e, Recompile)),
         "graph_breaks": sum(_count(e) for e in evs if isinstance(e, GraphBreak)),
@@ -195,6 +197,13 @@ def compile_figures(
         "first_call_run_s": max(0.0, first_wall[0] - math.fsum(in_first)) if first_wall else None,
         "eager_fallback": fallback,
     }
+
+
+def _sum_known(values: Iterable[Any]) -> int | None:
+    """The sum of the whole numbers among ``values``; None when there is none: a compile
+    whose cache lookups were not counted is unknown, and unknown is not zero."""
+    known = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
+    return sum(known) if known else None
 
 
 def _count(e: GraphBreak | CudagraphSkip) -> int:

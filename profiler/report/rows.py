@@ -72,6 +72,13 @@ observe compiles (its log says "compile telemetry n/a"): unknown is not zero.
 ``compile_s``
     Sum of ``CompileFinished.duration_s``: total compilation time (torch's own measure of
     each frame compile, recompiles included; CUDA-graph recording is not compilation).
+``compile_cache_hits`` / ``compile_cache_misses``
+    Sums of ``CompileFinished.cache_hits`` / ``cache_misses``: lookups in inductor's
+    on-disk caches (FX graph cache and AOTAutograd cache) during the compiles. A
+    ``compile_s`` with hits and no misses is a warm compile (an identical graph was
+    compiled before, in this session with ``--compile-cache session``, or in any run with
+    ``shared``): a fraction of the cold time, not comparable with one. Empty for another
+    backend than inductor (no inductor runs) and where torch does not count them.
 ``compiles``
     How many compiles started (``CompileStarted``; a compile that failed counts too).
 ``recompiles``
@@ -111,6 +118,12 @@ parent's samples (``GpuSample`` with status ``ok``, ``HostSample``):
 ``nvml_peak_process_mib``
     The largest ``GpuSample.process_used_mib``: the GPU memory NVML charges to the worker
     process (the allocator's reserved memory plus the CUDA context and kernels), whole cell.
+``nvml_process_match``
+    How the worker's process was found in NVML's process list: ``pid``, or ``only process
+    on the device`` where no pid matched (a container's pid namespace: NVML lists host
+    pids) and exactly one compute process ran on the GPU, attributed to the worker by
+    elimination. From the sampler's cell-level ``Environment`` (key ``nvml_process_match``);
+    empty where the process memory was never read.
 ``nvml_peak_device_mib``
     The largest ``GpuSample.device_used_mib``: the whole GPU, other processes included.
 ``gpu_util_mean_pct`` / ``power_mean_w``
@@ -128,8 +141,13 @@ parent's samples (``GpuSample`` with status ``ok``, ``HostSample``):
     (the process alone; compile sub-processes are not counted).
 
 Settings columns (``weights`` ... ``iterations``) are what the cell asked for
-(``CellStarted.settings``), so ``height``/``width`` are the cell's, not a later stage's
-upscaled size.
+(``CellStarted.settings``): ``height``/``width`` is the image the cell produces (for a
+``--resolutions`` row, the size the row's calls ran at). ``stage_height``/``stage_width``
+is the row's stage's own size: the one its calls ran at (``StageTimed.height``/``width``
+of the stage), else the registry's share of the cell's size
+(:func:`pipelines.registry.stage_size`: IF stage I at 1/16, stage II at 1/4). For a
+one-stage pipeline that is the cell's size; for if-cascade at 1024 the rows read 64, 256
+and 1024.
 
 Status
 ------
@@ -199,6 +217,8 @@ class Row:
     startup_s: float | None = None
     build_s: float | None = None
     compile_s: float | None = None
+    compile_cache_hits: int | None = None
+    compile_cache_misses: int | None = None
     compiles: int | None = None
     recompiles: int | None = None
     graph_breaks: int | None = None
@@ -213,11 +233,16 @@ class Row:
     peak_alloc_mib: float | None = None
     peak_reserved_mib: float | None = None
     nvml_peak_process_mib: float | None = None
+    nvml_process_match: str | None = None
     nvml_peak_device_mib: float | None = None
     gpu_util_mean_pct: float | None = None
     power_mean_w: float | None = None
     energy_j_per_image: float | None = None
     host_peak_rss_mib: float | None = None
+    # This row's stage's own output size (see the module docstring); last, so the CSV's
+    # earlier columns keep their places.
+    stage_height: int | None = None
+    stage_width: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -306,6 +331,7 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
         "diffusers_version": opt_str(env.get("diffusers")),
     }
     common.update(telemetry_of(c.telemetry, c.calls, batch_size))
+    common["nvml_process_match"] = opt_str(c.env.get("nvml_process_match"))
 
     stages = _stage_names(pipeline, batch_size, c)
     sizes = c.all_sizes()
@@ -356,6 +382,9 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
             # One step per stage is sampled per cell: its kernel is the stage's at every size.
             kernels = [e.sdpa_kernel for e in c.stage_timed if e.stage == stage and isinstance(e.sdpa_kernel, str)]
             step_ms = _step_ms(c, stage, completed, size, sizes)
+            stage_height, stage_width = _stage_hw(
+                pipeline, stage, size, [e for e in c.stage_timed if e.stage == stage and here(e)]
+            )
             out.append(
                 Row(
                     stage=stage,
@@ -372,10 +401,32 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
                         compiled=compiled,
                         watched=c.watched,
                     ),
+                    stage_height=stage_height,
+                    stage_width=stage_width,
                     **common,
                 )
             )
     return out
+
+
+def _stage_hw(pipeline: str, stage: str, size: Size, timed: list[Any]) -> tuple[int | None, int | None]:
+    """``stage_height``/``stage_width`` of a stage's row at the cell-level ``size``: the size its calls
+    really ran at, as the worker reported it; where no call reported one (a cell that
+    failed first), the registry's share of ``size``; nothing to change for a stage the
+    registry does not know.
+
+    Sessions recorded before sizes meant the produced image reported stage sizes too, so
+    their rows are right wherever a stage ran.
+    """
+    for e in timed:
+        h, w = opt_int(getattr(e, "height", None)), opt_int(getattr(e, "width", None))
+        if h and w:
+            return h, w
+    info = registry.PIPELINES.get(pipeline)
+    stage_info = next((st for st in info.stages if st.name == stage), None) if info else None
+    if stage_info is None or not size[0] or not size[1]:
+        return None, None
+    return registry.stage_size(stage_info, size[0], size[1])
 
 
 def _step_ms(c: CellFold, stage: str, completed: set[Any], size: Size, sizes: list[Size]) -> list[float]:

@@ -188,10 +188,6 @@ def device_facts(device: str) -> dict[str, Any]:
             pci_bus_id=_pci_bus_id(props),
             cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         )
-        try:
-            facts["driver"] = torch.cuda.driver_version() if hasattr(torch.cuda, "driver_version") else ""
-        except Exception:
-            facts["driver"] = ""
     else:
         facts["device_name"] = _cpu_name()
     return facts

@@ -23,9 +23,20 @@ Where each event comes from (checked on torch 2.13; field notes in shared/notes)
   so torch's own multi-line copies do not flood worker.log.
 - RecompileLimit: torch's warning "torch._dynamo hit config.recompile_limit" on logger
   ``torch._dynamo.convert_frame`` (left propagating: the warning stays in worker.log).
-- CudagraphSkip: the ``cudagraphs`` artifact's warning, each with torch's reason; skips
-  torch only counts (``counters['inductor']['cudagraph_skips']``) become one event with
-  reason "n/a" and their count.
+- CudagraphSkip: a record of the ``cudagraphs`` artifact that says torch skipped CUDA graphs
+  ("skipping cudagraphs due to <reason>", "disabling cudagraphs due to ...": what torch's
+  ``log_cudagraph_skip_and_bump_counter`` writes, see :func:`is_cudagraph_skip`), with
+  torch's reason. The same logger also carries advice ("CUDAGraph supports dynamic shapes
+  by recording a new graph...") and debug detail: those are not skips and are ignored.
+  Skips torch only counts (``counters['inductor']['cudagraph_skips']``) become one event
+  with reason "n/a" and their count.
+- Compile-cache hits: inductor's on-disk caches (FX graph cache, AOTAutograd cache) make a
+  compile after an identical one minutes shorter. ``counters['inductor']['fxgraph_cache_*']``
+  and ``counters['aot_autograd']['autograd_cache_*']`` are read at a compile's start and end
+  callbacks and the difference goes on its ``CompileFinished`` (``cache_hits`` /
+  ``cache_misses``, None for another backend or a torch without the counters), so a warm
+  compile is never taken for a cold one. Where the caches live is the cell's
+  ``compile_cache`` setting, applied by :func:`apply_compile_cache` before the first call.
 
 Which module compiled: torch names the compiled UNet frame ``wrapper`` or ``forward``,
 which says nothing about WHICH model it was. Every compiled module (the
@@ -38,8 +49,10 @@ of that stack. A compile outside every module call has module "".
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import re
 import textwrap
 import time
@@ -81,7 +94,21 @@ _FAIL_ON_RECOMPILE = "stance is 'fail_on_recompile'"
 _LIMIT_PREFIX = "torch._dynamo hit config."
 _REASON_LIMIT = 2000
 
+#: What torch writes when it does not use CUDA graphs (``log_cudagraph_skip_and_bump_counter``:
+#: "skipping cudagraphs due to ...", "skipping cudagraph due to function ... exceeding max
+#: re-recording limit", "disabling cudagraphs due to override_cudagraphs annotation").
+_CUDAGRAPH_SKIP = re.compile(r"^\s*(?:skipping|disabling) cudagraphs?\b", re.IGNORECASE)
+
+#: torch's counters of inductor's on-disk cache lookups: (counter group, key) per outcome.
+CACHE_HIT_KEYS = (("inductor", "fxgraph_cache_hit"), ("aot_autograd", "autograd_cache_hit"))
+CACHE_MISS_KEYS = (("inductor", "fxgraph_cache_miss"), ("aot_autograd", "autograd_cache_miss"))
+
+#: ``CellSpec.compile_cache`` values that are not a folder (see :func:`compile_cache_env`).
+CACHE_SHARED, CACHE_OFF, CACHE_SESSION = "shared", "off", "session"
+
 Emit = Callable[[Event], None]
+#: (hits, misses) of inductor's caches as torch counted them so far.
+CacheCounts = tuple[int, int]
 
 
 def torch_version() -> tuple[int, int]:
@@ -108,6 +135,91 @@ def recompile_refused(exc: BaseException) -> str | None:
     return "; ".join(failures) if failures else " ".join(text.split())[:_REASON_LIMIT]
 
 
+def is_cudagraph_skip(message: str) -> bool:
+    """Whether a ``cudagraphs`` log record says torch skipped CUDA graphs (not advice or
+    debug detail from the same logger)."""
+    return bool(_CUDAGRAPH_SKIP.match(message))
+
+
+def cache_counts(counters: Any) -> CacheCounts | None:
+    """(hits, misses) of inductor's FX graph and AOTAutograd caches in torch's ``counters``
+    (a mapping of group -> key -> count); None where it is not such a mapping (a torch that
+    lacks or reshaped it): the figures are then n/a, never a guess."""
+    if not isinstance(counters, Mapping):
+        return None
+
+    def total(keys: tuple[tuple[str, str], ...]) -> int:
+        n = 0
+        for group, key in keys:
+            found = counters.get(group) if group in counters else None  # never create a group
+            value = found.get(key, 0) if isinstance(found, Mapping) else 0
+            n += value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return n
+
+    return total(CACHE_HIT_KEYS), total(CACHE_MISS_KEYS)
+
+
+def cache_delta(before: CacheCounts | None, after: CacheCounts | None) -> tuple[int | None, int | None]:
+    """The cache hits and misses between two readings; None for both if either is missing
+    or the counters went backwards (someone cleared them: the difference means nothing)."""
+    if before is None or after is None:
+        return None, None
+    hits, misses = after[0] - before[0], after[1] - before[1]
+    if hits < 0 or misses < 0:
+        return None, None
+    return hits, misses
+
+
+def compile_cache_env(setting: str) -> dict[str, str]:
+    """The environment a cell's compile-cache setting needs (``CellSpec.compile_cache``):
+
+    - a folder (what the runner makes of "session"): inductor's and Triton's caches there,
+      so cells of one session share them and nothing of another run or session leaks in;
+    - "shared": nothing, torch's default folder (warm across every run on the machine);
+    - "off": ``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1``, every compile cold;
+    - "session" still unresolved (a worker started without a runner): nothing, as shared.
+    """
+    if setting == CACHE_OFF:
+        return {"TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
+    if setting in (CACHE_SHARED, CACHE_SESSION, ""):
+        return {}
+    folder = os.path.abspath(setting)
+    return {"TORCHINDUCTOR_CACHE_DIR": folder, "TRITON_CACHE_DIR": os.path.join(folder, "triton")}
+
+
+def apply_compile_cache(setting: str, emit: Emit, cell: int) -> None:
+    """Put this worker's inductor caches where ``setting`` says, before anything compiles.
+
+    The worker may be a child of the fork server, which imported torch long before the
+    session existed: inductor reads ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR``
+    afresh at each use, so setting them here works, but ``force_disable_caches`` was read
+    from the environment when torch was imported, so "off" also sets torch's config.
+    Compile sub-processes inherit this environment. One Log says where the cache is."""
+    env = compile_cache_env(setting)
+    os.environ.update(env)
+    where = env.get("TORCHINDUCTOR_CACHE_DIR", "")
+    if setting == CACHE_OFF:
+        config = _private_attr("torch.compiler", "config")
+        if config is not None and hasattr(config, "force_disable_caches"):
+            config.force_disable_caches = True
+        else:
+            why = "compile cache: off is n/a: this torch has no torch.compiler.config.force_disable_caches"
+            emit(Log(cell=cell, level="warning", message=why))
+            return
+    if where:
+        clear = _private_attr("torch._inductor.utils", "clear_caches")
+        if callable(clear):  # paths computed before (in the fork server) must not linger
+            with contextlib.suppress(Exception):  # if it fails, new lookups still use the folder
+                clear()
+    if setting == CACHE_SESSION:
+        what = "session, but no session folder was given: torch's default folder"
+    elif where:
+        what = f"this session's folder {where}"
+    else:
+        what = {CACHE_OFF: "off (every compile is cold)", CACHE_SHARED: "torch's default folder (shared)"}[setting]
+    emit(Log(cell=cell, message=f"compile cache: {what}"))
+
+
 def short_path(location: str) -> str:
     """``.../site-packages/diffusers/x.py:12`` -> ``diffusers/x.py:12``: the user location
     a reader recognises, without the machine's install prefix."""
@@ -128,6 +240,7 @@ class _Open:
     t0: float
     graph_breaks: int = 0
     cudagraph_skips: int = 0
+    cache0: CacheCounts | None = None  # inductor's cache counters at the start
 
 
 @dataclass
@@ -136,6 +249,8 @@ class _Done:
 
     open: _Open
     wall_s: float
+    cache_hits: int | None = None
+    cache_misses: int | None = None
 
 
 class _Handler(logging.Handler):
@@ -306,7 +421,7 @@ class CompileWatch:
         info = args[0] if args else None  # older torch calls back without arguments
         trigger, compile_id = _trigger(info), _compile_id(info)
         self.flush()
-        self._open = _Open(compile_id, self.module, trigger, self.call, time.perf_counter())
+        self._open = _Open(compile_id, self.module, trigger, self.call, time.perf_counter(), cache0=self._cache())
         if trigger in NOT_COMPILE_TRIGGERS:  # they become Log lines, not compile events
             return
         self.emit(
@@ -329,7 +444,8 @@ class CompileWatch:
             what = opened.trigger.replace("_", " ")
             self._log("info", f"{what} {opened.module or NA} {opened.compile_id}: {wall_s:.3f} s")
             return
-        self._pending.append(_Done(opened, wall_s))
+        hits, misses = cache_delta(opened.cache0, self._cache())
+        self._pending.append(_Done(opened, wall_s, hits, misses))
 
     def flush(self) -> None:
         """Emit the finish events waiting for torch's records, and skips torch only counted."""
@@ -373,6 +489,8 @@ class CompileWatch:
                 call=o.call,
                 trigger=o.trigger,
                 function=str(function) if function else ("" if record is not None else NA),
+                cache_hits=done.cache_hits,
+                cache_misses=done.cache_misses,
             )
         )
 
@@ -492,13 +610,16 @@ class CompileWatch:
         self._log("warning", f"torch hit {limit_type} ({limit}) for {function}; {then}")
 
     def _on_cudagraph_skip(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not is_cudagraph_skip(message):  # advice or detail on the same logger
+            return
         self._cudagraph_seen += 1
         if self._open is not None:
             self._open.cudagraph_skips += 1
         self.emit(
             CudagraphSkip(
                 cell=self.cell,
-                reason=record.getMessage()[:_REASON_LIMIT],
+                reason=message[:_REASON_LIMIT],
                 module=self.module,
                 compile_id=self._current_compile_id(),
                 call=self.call,
@@ -535,6 +656,13 @@ class CompileWatch:
             return None
         value = counters["inductor"].get("cudagraph_skips", 0) if "inductor" in counters else 0
         return int(value)
+
+    def _cache(self) -> CacheCounts | None:
+        """Inductor's cache counters now; None for another backend (no inductor runs, its
+        counters say nothing about this compile) or where torch lacks them."""
+        if self.backend != "inductor":
+            return None
+        return cache_counts(self._private("torch._dynamo.utils", "counters"))
 
     def _graph_break_counter(self) -> dict[str, int]:
         counters = self._private("torch._dynamo.utils", "counters")
@@ -621,6 +749,14 @@ class CompileWatch:
         self.emit(Log(cell=self.cell, level=level, message=message))
 
 
+def _private_attr(module: str, attr: str) -> Any:
+    """:meth:`CompileWatch._private` for module-level helpers: ``module.attr`` or None."""
+    try:
+        return getattr(importlib.import_module(module), attr, None)
+    except Exception:
+        return None
+
+
 def _import(module: str) -> bool:
     try:
         importlib.import_module(module)
@@ -671,6 +807,8 @@ def compiled_modules(built: BuiltPipeline) -> Iterator[tuple[str, torch.nn.Modul
 def watch_cell(emit: Emit, cell: int, built: BuiltPipeline, spec: CellSpec) -> CompileWatch:
     """The watch for one cell, installed; an uncompiled cell gets one that watches nothing."""
     modules = dict(compiled_modules(built)) if spec.compiled else {}
+    if spec.compiled and spec.compile_backend == "inductor":  # only inductor has these caches
+        apply_compile_cache(spec.compile_cache, emit, cell)
     watch = CompileWatch(
         emit,
         cell,

@@ -1,125 +1,155 @@
 #!/usr/bin/env bash
-# sdtop's ONE GPU check, for a lent H100/H200 (the tool library's `device` entry).
-# It runs every GPU-only path sdtop has, writes session directories and a results table
-# under $OUT, and prints the summaries last. Budget: under 8 minutes on an H100 (estimated:
-# it has not run on a card yet; steps 1 and 7 compile SD 1.5 and dominate; each step
-# prints its clock time so a first run shows what to trim).
+# sdtop's GPU check, for a lent H100/H200 (the tool library's `device` entry). It FAILS (exit 1)
+# when any check fails, and says so at once (exit 2) on a machine without a GPU.
 #
-# From this repo's root, after tests/gpu/fetch_wheels.sh has filled .whl/ (diffusers is
-# not on that machine):
-#   run(command="bash tests/gpu/run.sh", carry=[".whl"], timeout_s=560)
-# Each `sdtop run` line below is also parsed on CPU by tests/test_gpu_script.py.
+#   bash tests/gpu/run.sh [eager|compile|all]     # two parts, each meant to fit one 5-minute call
+#   bash tests/gpu/run.sh all --dry-run           # CPU rehearsal: tiny weights, same steps and checks
+#
+# From this repo's root, after tests/gpu/fetch_wheels.sh has filled .whl/ (diffusers is not on
+# that machine), e.g.  run(command="bash tests/gpu/run.sh eager", carry=[".whl"], timeout_s=330)
+# then the same with "compile". Budgets are estimates until a card has run it: each step has
+# its own `timeout`, and a step that runs out is a FAIL line, not a hang.
+#
+# Every verdict is tests/gpu/checks.py's (Python, tested on CPU by tests/test_gpu_checks.py);
+# results.md is written line by line as checks end, and completed by an EXIT trap whatever
+# happens; sessions.tgz keeps each session's events.jsonl and summaries (small).
+# Each `sdtop_run` line is parsed on CPU by tests/test_gpu_script.py (and its dry-run rewrite).
 set -uo pipefail
+cd "$(dirname "$0")/../.."
+PART=all
+DRY=""
+for a in "$@"; do
+  case "$a" in
+    eager|compile|all) PART=$a ;;
+    --dry-run) DRY=--dry-run ;;
+    *) echo "usage: bash tests/gpu/run.sh [eager|compile|all] [--dry-run]" >&2; exit 2 ;;
+  esac
+done
 OUT=${OUT:-/tmp/sdtop-gpu}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
+RES="$OUT/results.md"
 S="$OUT/sessions"
+rm -rf "$S"
+mkdir -p "$S"
 export PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+FAILS=0
+T0=$(date +%s)
+: > "$RES"
+
+say() { echo "$*" | tee -a "$RES"; }
+
+finish() {
+  say ""
+  say "part: $PART${DRY:+ (dry run)} · $(( $(date +%s) - T0 )) s · failed checks and steps: $FAILS"
+  for d in "$S"/*/; do
+    [ -f "$d/summary.md" ] && { echo; echo "## $(basename "$d")"; sed -n '3,$p' "$d/summary.md"; } >> "$OUT/summaries.md"
+  done
+  tar czf "$OUT/sessions.tgz" -C "$OUT" --exclude='compile-cache' sessions 2>/dev/null
+  rm -rf "$S"
+  [ "$FAILS" -eq 0 ] && exit 0 || exit 1
+}
+
+if [ -z "$DRY" ] && ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "FAIL no GPU on this machine (nvidia-smi found none): tests/gpu/run.sh checks a card; use --dry-run here" | tee "$RES"
+  exit 2
+fi
+trap finish EXIT
+
+if [ -z "$DRY" ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    >>"$LOG" 2>&1 || { say "FAIL installing the carried wheels (see log.txt)"; FAILS=$((FAILS + 1)); exit 1; }
   export PYTHONPATH="/tmp/site:$PWD"
 else
-  export PYTHONPATH="$PWD"
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 SDTOP="python3 -m sdtop.tui.cli"
-step() { echo; echo "=== $* ($(date +%T))" | tee -a "$LOG"; }
-T0=$(date +%s)
+
+step() { echo; echo "=== $* ($(( $(date +%s) - T0 )) s)" | tee -a "$LOG"; }
+
+# sdtop_run NAME SECONDS ARGS...: one `sdtop run` into $S/NAME under its own time limit. In a dry
+# run the arguments are rewritten for a CPU (tiny weights, fp32, 2 steps; checks.py dry-argv).
+sdtop_run() {
+  local name=$1 secs=$2
+  shift 2
+  local args=("$@")
+  if [ -n "$DRY" ]; then mapfile -t args < <(python3 tests/gpu/checks.py dry-argv "$@"); fi
+  timeout --kill-after=15 "$secs" $SDTOP run "${args[@]}" --out "$S/$name" --force >>"$LOG" 2>&1
+  local rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then say "FAIL step $name: ran past its $secs s"; FAILS=$((FAILS + 1)); fi
+  return 0  # a failed cell is judged by the checks that read the session
+}
+
+# check CHECK PATH...: the verdicts, one line each, into results.md as they come
+check() {
+  python3 tests/gpu/checks.py "$@" $DRY 2>>"$LOG" | tee -a "$RES"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || FAILS=$((FAILS + 1))
+}
 
 step "machine"
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,pci.bus_id --format=csv; python3 -c 'import torch, sys; print("torch", torch.__version__, "cuda", torch.version.cuda, "python", sys.version.split()[0])'; } 2>&1 | tee -a "$LOG"
+if [ -z "$DRY" ]; then
+  say "# sdtop GPU check, $(date -u +%FT%TZ), $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
+  python3 -c 'import torch, sys; print("torch", torch.__version__, "cuda", torch.version.cuda, "python", sys.version.split()[0])' 2>&1 | tee -a "$RES"
+else
+  say "# sdtop GPU check, dry run on $(uname -m) CPU, $(date -u +%FT%TZ)"
+fi
 
-step "1. the seed's SD 1.5 table: random weights 512x512, batch 1, 50 steps, fp16, {classic, sdpa} x {none, reduce-overhead}"
-$SDTOP run --pipeline sd-txt2img --weights random --height 512 --width 512 --batch 1 --steps 50 --dtype fp16 \
-  --attention classic,sdpa --compile none,reduce-overhead --out "$S/sd15" 2>&1 | tee -a "$LOG"
+if [ "$PART" != compile ]; then
+  step "1. every seed pipeline eager, random weights, fp16, batch 1"
+  sdtop_run all 150 --pipeline sd-txt2img,sd-img2img,sd-inpaint,sd-controlnet,if-cascade,sdxl-txt2img \
+    --weights random --dtype fp16 --steps 5 --iterations 1
+  check all-ok "$S/all"
+  check fork-safe "$S/all"
 
-step "2. sd-controlnet, sdpa, no compile"
-$SDTOP run --pipeline sd-controlnet --weights random --steps 50 --dtype fp16 --attention sdpa --compile none \
-  --out "$S/controlnet" 2>&1 | tee -a "$LOG"
+  step "2. SD 1.5 under each attention: the forced kernel runs in the denoiser, the VAE keeps its own"
+  sdtop_run kernels 150 --pipeline sd-txt2img --weights random --dtype fp16 --steps 20 --iterations 2 \
+    --attention sdpa,classic,sdpa-flash,sdpa-efficient,sdpa-cudnn,sdpa-math
+  check kernels "$S/kernels"
+  check steps "$S/kernels"
 
-step "3. forced SDPA kernels and xformers on a real card (each ok or 'not supported: ...')"
-$SDTOP run --pipeline sd-txt2img --weights random --steps 10 --iterations 2 --dtype fp16 \
-  --attention sdpa-flash,sdpa-efficient,sdpa-cudnn,sdpa-math,xformers --out "$S/kernels" 2>&1 | tee -a "$LOG"
+  step "3. a real OOM: the worker capped near 6 GiB; batch 1 runs, batch 16 runs out"
+  if [ -z "$DRY" ]; then
+    TOTAL_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+    export SDTOP_CUDA_MEMORY_FRACTION=$(python3 -c "print(f'{6144 / float(${TOTAL_MIB:-98304}):.4f}')")
+  fi
+  sdtop_run oom 120 --pipeline sd-txt2img --weights random --dtype fp16 --steps 5 --iterations 2 --batch 1,16
+  unset SDTOP_CUDA_MEMORY_FRACTION
+  check oom "$S/oom"
 
-step "4. every pipeline builds from the published architecture on the card (random weights, 5 steps)"
-$SDTOP run --weights random --pipeline sd-img2img,sd-inpaint,if-cascade,sdxl-txt2img --steps 5 --iterations 1 \
-  --dtype fp16 --out "$S/all" 2>&1 | tee -a "$LOG"
+  if [ -z "$DRY" ]; then
+    step "4. telemetry: NVML process memory against torch's reserved, the GPU matched with CUDA_VISIBLE_DEVICES=UUID"
+    CTX=$(timeout 60 python3 tests/gpu/check_telemetry.py --measure-context 2>>"$LOG" | tail -1)
+    GPU_UUID=$(nvidia-smi --query-gpu=uuid --format=csv,noheader | head -1)
+    export CUDA_VISIBLE_DEVICES="$GPU_UUID" CUDA_DEVICE_ORDER=PCI_BUS_ID
+    sdtop_run telemetry 120 --pipeline sd-txt2img --weights random --dtype fp16 --steps 25 --iterations 2 --sample-ms 50
+    unset CUDA_VISIBLE_DEVICES CUDA_DEVICE_ORDER
+    timeout 60 python3 tests/gpu/check_telemetry.py "$S/telemetry" ${CTX:+--context-mib "$CTX"} --expect-visible "$GPU_UUID" \
+      2>>"$LOG" | tee -a "$RES"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || FAILS=$((FAILS + 1))
+    check fork-safe "$S/telemetry"
 
-step "5. a real OOM: the worker capped at 6% of the card, SD 1.5 at batch 1 and 16 (expect OOM statuses in the seed's words)"
-SDTOP_CUDA_MEMORY_FRACTION=0.06 $SDTOP run --pipeline sd-txt2img --weights random --steps 5 --iterations 2 --dtype fp16 \
-  --batch 1,16 --out "$S/oom" 2>&1 | tee -a "$LOG"
+    step "5. overhead, eager: the seed's bare loop against sdtop run, SD 1.5 random 512x512 fp16"
+    timeout 150 python3 tests/perf/bench_overhead.py --device cuda --rounds 2 >"$OUT/overhead-eager.txt" 2>>"$LOG"
+    check overhead "$OUT/overhead-eager.txt"
+  fi
+fi
 
-step "6. telemetry: NVML beside torch's allocator, the GPU matched by PCI bus id with CUDA_VISIBLE_DEVICES set"
-# The worker sees the card by UUID, so CUDA's and NVML's names for it differ in kind; the
-# sampler must still read the worker's GPU. The context is measured apart, before.
-CTX=$(python3 tests/gpu/check_telemetry.py --measure-context 2>>"$LOG" | tail -1)
-echo "CUDA context: ${CTX:-?} MiB" | tee -a "$LOG"
-GPU_UUID=$(nvidia-smi --query-gpu=uuid --format=csv,noheader | head -1)
-export CUDA_VISIBLE_DEVICES="$GPU_UUID" CUDA_DEVICE_ORDER=PCI_BUS_ID
-$SDTOP run --pipeline sd-txt2img --weights random --steps 25 --iterations 2 --dtype fp16 --sample-ms 50 \
-  --out "$S/telemetry" 2>&1 | tee -a "$LOG"
-unset CUDA_VISIBLE_DEVICES CUDA_DEVICE_ORDER
-python3 tests/gpu/check_telemetry.py "$S/telemetry" ${CTX:+--context-mib "$CTX"} --expect-visible "$GPU_UUID" \
-  2>&1 | tee "$OUT/telemetry-check.txt" | tee -a "$LOG"
+if [ "$PART" != eager ]; then
+  step "6. CUDA graphs: reduce-overhead on sd-txt2img (512, then 768: a recompile) and on sd-controlnet, against eager"
+  sdtop_run graphs-eager 90 --pipeline sd-txt2img,sd-controlnet --weights random --dtype fp16 --steps 20 --iterations 2
+  sdtop_run graphs 240 --pipeline sd-txt2img --weights random --dtype fp16 --steps 20 --iterations 2 \
+    --compile reduce-overhead --resolutions 512x512,768x768
+  sdtop_run graphs-controlnet 200 --pipeline sd-controlnet --weights random --dtype fp16 --steps 20 --iterations 2 \
+    --compile reduce-overhead
+  check cudagraphs "$S/graphs" "$S/graphs-eager"
+  check cudagraphs "$S/graphs-controlnet" "$S/graphs-eager"
+  check recompile "$S/graphs"
+  check steps "$S/graphs-controlnet"
 
-step "7. torch.compile on a real card: SD 1.5 random weights, reduce-overhead, fullgraph, 512x512 then 768x768"
-# Expect: a compile (unet 0/0), then a Recompile with torch's guard failure ("size mismatch")
-# and its compile at 768x768, CUDA-graph recordings logged, skips (if any) with their reason.
-$SDTOP run --pipeline sd-txt2img --weights random --dtype fp16 --compile reduce-overhead --fullgraph \
-  --resolutions 512x512,768x768 --steps 10 --iterations 2 --out "$S/recompile" 2>&1 | tee -a "$LOG"
-grep -E '"kind":"(compile_started|compile_finished|recompile|graph_break|recompile_limit|cudagraph_skip)"|cudagraph' \
-  "$S/recompile/events.jsonl" > "$OUT/compile-events.jsonl" 2>>"$LOG"
-echo "compile events: $(wc -l < "$OUT/compile-events.jsonl")" | tee -a "$LOG"
-
-step "8. overhead: the seed's bare loop vs sdtop run, SD 1.5 random 512x512 fp16 50 steps, A B A B (tests/perf)"
-# Budget: 2 rounds x (bare + sdtop) x (start + build + 4 calls), about a minute on an H100.
-python3 tests/perf/bench_overhead.py --device cuda --rounds 2 2>&1 | tee "$OUT/perf.txt" | tee -a "$LOG"
-python3 tests/perf/bench_cell_start.py --from "$S/sd15" 2>&1 | tee -a "$OUT/perf.txt" | tee -a "$LOG"
-
-step "results"
-{
-  echo "# sdtop GPU check, $(date -u +%FT%TZ), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
-  for d in "$S"/*/; do
-    echo
-    echo "## $(basename "$d")"
-    if [ -f "$d/summary.md" ]; then sed -n '3,$p' "$d/summary.md"; else echo "(no summary: see log.txt)"; fi
-  done
-  echo
-  echo "## overhead and cell start (tests/perf/bench_overhead.py, bench_cell_start.py)"
-  grep -E '^(FIGURE|# round)' "$OUT/perf.txt" 2>/dev/null || echo "(no benchmark output: see log.txt)"
-  echo
-  echo "## telemetry checks (tests/gpu/check_telemetry.py)"
-  grep -E '^(PASS|FAIL) ' "$OUT/telemetry-check.txt" 2>/dev/null || echo "(no check output: see log.txt)"
-  echo
-  echo "total: $(( $(date +%s) - T0 )) s"
-} > "$OUT/results.md"
-tar czf "$OUT/sessions.tgz" -C "$OUT" sessions && rm -rf "$S"
-cat "$OUT/results.md"
-
-step "issue 12 checks: fork safety and OOM in every disguise (from sessions.tgz)"
-# A. The fork server served on the card (its hello says fork_safe, no fallback), also with
-#    CUDA_VISIBLE_DEVICES holding a GPU UUID (telemetry).
-for s in sd15 telemetry; do
-  EV=$(tar -xzOf "$OUT/sessions.tgz" "sessions/$s/events.jsonl" 2>/dev/null | grep '"kind":"environment"')
-  if echo "$EV" | grep -q '"fork_safe":true' && ! echo "$EV" | grep -q '"launcher_fallback"'; then
-    echo "PASS fork server fork-safe ($s)"; else echo "FAIL fork server not fork-safe ($s): $(echo "$EV" | grep -o '"fork_unsafe_reason":"[^"]*"' | head -1)"; fi
-done 2>&1 | tee -a "$LOG" | tee -a "$OUT/results.md"
-# B. The capped session ran out of memory with the seed's statuses, and no cell of any
-#    session reports an out-of-memory as a plain error.
-FIN=$(tar -xzOf "$OUT/sessions.tgz" --wildcards 'sessions/*/events.jsonl' 2>/dev/null | grep '"kind":"cell_finished"')
-OOMFIN=$(tar -xzOf "$OUT/sessions.tgz" sessions/oom/events.jsonl 2>/dev/null | grep '"kind":"cell_finished"')
-{ if echo "$OOMFIN" | grep -q '"status":"OOM'; then echo "PASS OOM status in the capped session"; else echo "FAIL no OOM status in the capped session"; fi
-  if echo "$FIN" | grep -Eiq '"status":"error:[^"]*(out of memory|ALLOC_FAILED)'; then echo "FAIL an OOM reported as an error"; else echo "PASS no OOM reported as an error"; fi
-} 2>&1 | tee -a "$LOG" | tee -a "$OUT/results.md"
-# C. Each forced SDPA kernel ran in the denoiser (summary.csv's sdpa_kernel, from a profiler
-#    sample of one step) and no forced cell failed because of the VAE's 512-wide head;
-#    cuDNN may be "not supported: ..." with its stated limit.
-tar -xzOf "$OUT/sessions.tgz" sessions/kernels/summary.csv 2>/dev/null | python3 -c '
-import csv, sys
-want = {"sdpa-flash": "flash", "sdpa-efficient": "efficient", "sdpa-cudnn": "cudnn", "sdpa-math": "math"}
-rows = [r for r in csv.DictReader(sys.stdin) if r.get("attention") in want]
-print("FAIL no forced-kernel rows in sessions/kernels") if not rows else None
-for r in rows:
-    w = want[r["attention"]]
-    ok = (r["status"] == "ok" and r.get("sdpa_kernel") == w) or (w == "cudnn" and r["status"].startswith("not supported"))
-    print("PASS" if ok else "FAIL", "forced", r["attention"], "->", r["status"], "ran:", r.get("sdpa_kernel") or "-")
-' 2>&1 | tee -a "$LOG" | tee -a "$OUT/results.md"
+  if [ -z "$DRY" ]; then
+    step "7. overhead under reduce-overhead (both sides compile the same UNet; the second compile is warm)"
+    timeout 240 python3 tests/perf/bench_overhead.py --device cuda --rounds 1 --compile reduce-overhead \
+      >"$OUT/overhead-graphs.txt" 2>>"$LOG"
+    check overhead "$OUT/overhead-graphs.txt"
+  fi
+fi

@@ -1,0 +1,183 @@
+"""tests/gpu/checks.py on CPU: each verdict of the GPU check passes a good synthetic session and
+fails a bad one, so the script can fail on a card for the right reason and only for it."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from sdtop.pipelines.settings import CellSpec
+from sdtop.profiler.contract.events import (
+    CellFinished,
+    CompileFinished,
+    CompileStarted,
+    CudagraphSkip,
+    Environment,
+    Event,
+    Recompile,
+    RecompileLimit,
+    StageTimed,
+    StepTimed,
+)
+from sdtop.profiler.host.session import Session
+
+from tests.helpers_events import session_events
+
+SCRIPT = Path(__file__).resolve().parent / "gpu" / "checks.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gpu_checks", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+checks = _load()
+GPU = {"device": "cuda", "dtype": "fp16"}
+
+
+def write(tmp: Path, name: str, events: Sequence[Event]) -> Path:
+    s = Session.create(tmp / name)
+    s.append(list(events))
+    s.close()
+    return s.dir
+
+
+def outcomes(check: str, *paths: Path, dry_run: bool = False) -> list[str]:
+    return [v.outcome for v in checks.run(check, [str(p) for p in paths], dry_run)]
+
+
+def spec(**kw: Any) -> CellSpec:
+    return CellSpec(**{"pipeline": "sd-txt2img", "steps": 4, "iterations": 2, **GPU, **kw})
+
+
+def replace_stage(events: list[Event], **fields: Any) -> list[Event]:
+    return [dataclasses.replace(e, **fields) if isinstance(e, StageTimed) else e for e in events]
+
+
+def test_all_ok_passes_ok_cells_and_fails_any_other(tmp_path: Path) -> None:
+    good = write(tmp_path, "good", session_events([spec(), spec(pipeline="sd-controlnet")]))
+    assert outcomes("all-ok", good) == ["PASS", "PASS"]
+    bad = write(tmp_path, "bad", session_events([spec(), spec()], overrides={1: {"outcome": "oom"}}))
+    assert outcomes("all-ok", bad) == ["PASS", "FAIL"]
+
+
+def test_kernels_want_the_forced_family_to_have_run(tmp_path: Path) -> None:
+    attention = ["sdpa", "classic", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math"]
+    events = session_events([spec(attention=a) for a in attention])
+    ran = {2: "flash", 3: "efficient", 4: "cudnn", 5: "math"}
+    good = [
+        dataclasses.replace(e, sdpa_kernel=ran[e.cell]) if isinstance(e, StageTimed) and e.cell in ran else e
+        for e in events
+    ]
+    assert outcomes("kernels", write(tmp_path, "good", good)) == ["PASS"] * 6
+    # math forced, flash ran (the hooks did not hold): FAIL; cuDNN refused with its limit: PASS
+    bad = [
+        dataclasses.replace(e, sdpa_kernel="flash") if isinstance(e, StageTimed) and e.cell == 5 else e for e in good
+    ]
+    bad = [
+        dataclasses.replace(e, status="not supported: cuDNN attention needs cuDNN >= 9.10 for head size 512")
+        if isinstance(e, CellFinished) and e.cell == 4
+        else e
+        for e in bad
+    ]
+    assert outcomes("kernels", write(tmp_path, "bad", bad)) == ["PASS"] * 5 + ["FAIL"]
+    assert outcomes("kernels", write(tmp_path, "dry", events), dry_run=True) == ["PASS", "PASS"] + ["SKIP"] * 4
+
+
+def fixed(ms: float) -> Callable[[str, int, str, int], float]:
+    """Every step takes ``ms`` (the synthetic model would otherwise speed compiled cells up)."""
+    return lambda kind, call, stage, step: ms
+
+
+def graphed(step_ms: float, *skips: CudagraphSkip) -> list[Event]:
+    """A reduce-overhead cell whose compile the worker watched (so skips are counted)."""
+    events = session_events([spec(compile_mode="reduce-overhead")], overrides={0: {"step_ms": fixed(step_ms)}})
+    watched = [CompileStarted(cell=0, call=0, module="unet"), CompileFinished(cell=0, call=0, module="unet"), *skips]
+    return [*events[:-3], *watched, *events[-3:]]
+
+
+def test_cuda_graphs_want_no_skips_and_a_faster_cell(tmp_path: Path) -> None:
+    eager = write(tmp_path, "eager", session_events([spec()], overrides={0: {"step_ms": fixed(40.0)}}))
+    assert outcomes("cudagraphs", write(tmp_path, "fast", graphed(25.0)), eager) == ["PASS", "PASS", "PASS"]
+    assert outcomes("cudagraphs", write(tmp_path, "slow", graphed(60.0)), eager) == ["PASS", "PASS", "FAIL"]
+    skipped = graphed(25.0, CudagraphSkip(cell=0, call=0, reason="skipping cudagraphs due to mutated inputs"))
+    assert outcomes("cudagraphs", write(tmp_path, "skip", skipped), eager) == ["PASS", "FAIL", "PASS"]
+    assert outcomes("cudagraphs", eager, eager) == ["FAIL"]  # no CUDA-graph cell at all
+
+
+def test_a_recompile_must_be_a_size_mismatch_without_the_limit(tmp_path: Path) -> None:
+    base = session_events([spec(compile_mode="default")])
+    size = Recompile(
+        cell=0, function="wrapper", reason="tensor 'args[0]' size mismatch at index 2. expected 64, actual 96"
+    )
+    good = write(tmp_path, "good", [*base[:-1], size, base[-1]])
+    assert outcomes("recompile", good) == ["PASS", "PASS"]
+    limit = RecompileLimit(cell=0, function="wrapper", reason="8 recompiles")
+    other = dataclasses.replace(size, reason="___check_obj_id(L['self'], 1)")
+    bad = write(tmp_path, "bad", [*base[:-1], other, limit, base[-1]])
+    assert outcomes("recompile", bad) == ["FAIL", "FAIL"]
+
+
+def test_oom_wants_batch_one_to_run_and_sixteen_to_run_out(tmp_path: Path) -> None:
+    cells = [spec(batch_size=1), spec(batch_size=16)]
+    good = write(tmp_path, "good", session_events(cells, overrides={1: {"outcome": "oom", "fail_phase": "measure"}}))
+    assert outcomes("oom", good) == ["PASS", "PASS"]
+    bad = write(tmp_path, "bad", session_events(cells))
+    assert outcomes("oom", bad) == ["PASS", "FAIL"]
+    assert outcomes("oom", bad, dry_run=True) == ["PASS", "SKIP"]
+
+
+def test_steps_must_add_up_to_the_loop(tmp_path: Path) -> None:
+    events = session_events([spec()])
+    assert set(outcomes("steps", write(tmp_path, "good", events))) == {"PASS"}
+    # one step event lost, one step of 0 ms, and a loop 5% longer than its steps
+    measured = [i for i, e in enumerate(events) if isinstance(e, StepTimed) and e.call_kind == "measured"]
+    lost = [e for i, e in enumerate(events) if i != measured[0]]
+    assert "FAIL" in outcomes("steps", write(tmp_path, "lost", lost))
+    zero = [dataclasses.replace(e, ms=0.0) if i == measured[1] else e for i, e in enumerate(events)]
+    assert "FAIL" in outcomes("steps", write(tmp_path, "zero", zero))
+    long = [dataclasses.replace(e, loop_s=e.loop_s * 1.05) if isinstance(e, StageTimed) else e for e in events]
+    assert outcomes("steps", write(tmp_path, "long", long)).count("FAIL") == 2  # both measured calls
+
+
+def test_fork_safe_reads_the_server_hello(tmp_path: Path) -> None:
+    events = session_events([spec()])
+
+    def with_env(**data: Any) -> list[Event]:
+        return [
+            dataclasses.replace(e, data={**e.data, **data}) if isinstance(e, Environment) and e.cell < 0 else e
+            for e in events
+        ]
+
+    assert outcomes("fork-safe", write(tmp_path, "good", with_env(launcher="forkserver", fork_safe=True))) == ["PASS"]
+    fallback = with_env(launcher="subprocess", fork_safe=False, launcher_fallback="libcuda was mapped")
+    assert outcomes("fork-safe", write(tmp_path, "bad", fallback)) == ["FAIL"]
+    assert outcomes("fork-safe", write(tmp_path, "sub", with_env(launcher="subprocess"))) == ["SKIP"]
+
+
+def test_overhead_reads_the_benchmarks_ratio(tmp_path: Path) -> None:
+    good = tmp_path / "good.txt"
+    good.write_text("# overhead\nFIGURE ratio_pooled 1.01\nFIGURE ratio 0.995 target >= 0.98 (met)\n")
+    assert outcomes("overhead", good) == ["PASS"]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("FIGURE ratio 0.97 target >= 0.98 (MISSED)\n")
+    assert outcomes("overhead", bad) == ["FAIL"]
+    assert outcomes("overhead", bad, dry_run=True) == ["SKIP"]
+    assert outcomes("overhead", tmp_path / "none.txt") == ["FAIL"]  # the benchmark never wrote
+
+
+def test_a_missing_session_is_a_failure_and_the_exit_status_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert checks.main(["all-ok", str(tmp_path / "never-ran")]) == 1
+    assert capsys.readouterr().out.startswith("FAIL all-ok: ")
+    good = write(tmp_path, "good", session_events([spec()]))
+    assert checks.main(["all-ok", str(good)]) == 0
