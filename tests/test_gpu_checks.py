@@ -4,10 +4,8 @@ fails a bad one, so the script can fail on a card for the right reason and only 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,19 +25,9 @@ from sdtop.profiler.contract.events import (
 from sdtop.profiler.host.session import Session
 
 from tests.helpers_events import session_events
+from tests.helpers_gpu import load_script
 
-SCRIPT = Path(__file__).resolve().parent / "gpu" / "checks.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_checks", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-checks = _load()
+checks = load_script("checks.py")
 GPU = {"device": "cuda", "dtype": "fp16"}
 
 

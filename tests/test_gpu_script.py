@@ -7,7 +7,6 @@ CPU, not on a scarce GPU lease; the rehearsal itself runs end to end (``--dry-ru
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,17 +15,7 @@ from pathlib import Path
 import pytest
 from sdtop.tui import cli
 
-from tests.helpers_gpu import SCRIPT, run_commands
-
-CHECKS = SCRIPT.with_name("checks.py")
-
-
-def _dry_argv(argv: list[str]) -> list[str]:
-    spec = importlib.util.spec_from_file_location("gpu_checks", CHECKS)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return list(mod.dry_argv(argv))
+from tests.helpers_gpu import SCRIPT, load_script, run_commands
 
 
 def test_the_script_is_valid_bash() -> None:
@@ -52,7 +41,7 @@ def test_the_script_runs_what_issue_12_asks_for() -> None:
 def test_every_run_line_is_valid_input_on_a_card_and_in_the_rehearsal(argv: list[str]) -> None:
     matrix = cli.matrix_from_args(cli.build_run_parser().parse_args(argv))
     assert matrix.n_cells(cuda_available=True) >= 1
-    dry = _dry_argv(argv)
+    dry = list(load_script("checks.py").dry_argv(argv))
     assert "--device" in dry and "random" not in dry
     assert cli.matrix_from_args(cli.build_run_parser().parse_args(dry)).n_cells(cuda_available=False) >= 1
 

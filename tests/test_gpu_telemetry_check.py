@@ -3,11 +3,9 @@ fails each broken property, so the real-card run cannot be wasted on a broken ch
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from sdtop.profiler.contract.events import (
@@ -22,6 +20,8 @@ from sdtop.profiler.contract.events import (
     encode,
 )
 
+from tests.helpers_gpu import load_script
+
 SCRIPT = Path(__file__).resolve().parent / "gpu" / "check_telemetry.py"
 RUN_SH = Path(__file__).resolve().parent / "gpu" / "run.sh"
 T0 = 2000.0
@@ -30,15 +30,7 @@ UUID = "GPU-8f2e0c1a-0000-1111-2222-333344445555"
 CONTEXT = 520.0
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_telemetry", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ct = _load()
+ct = load_script("check_telemetry.py")
 
 
 def _session(*, power: float = 600.0, energy_step: float = 30_000.0, slack: float = 0.0, index: int = 1) -> list[Event]:

@@ -289,3 +289,14 @@ def test_folding_steps_as_runs_is_folding_them_one_by_one(name: str) -> None:
                 runs.add(e)
     assert rows_of(runs, live=True) == rows_of(one, live=True)
     assert rows_of(runs, live=False) == rows_of(one, live=False)
+
+
+def test_the_export_benchmark_writes_steps_as_the_worker_does() -> None:
+    """bench_export's synthetic steps must be the worker's exact lines (``encode``), or the
+    benchmark would time the full decoder where a real session takes the step fast path."""
+    from tests.perf.bench_export import session_lines
+
+    steps = [ln for ln in session_lines(cells=1, calls=1, steps=3) if '"kind":"step"' in ln]
+    assert len(steps) == 3
+    for line in steps:
+        assert encode(decode(line)) == line.strip()
