@@ -40,6 +40,9 @@ class StageInfo:
     # stage I's size as an if-cascade cell's height/width). Kept for readers of those;
     # new code uses :func:`stage_size`.
     scale: int = 1
+    # Every side of this stage's output must be a multiple of this (the VAE's factor times
+    # the transformer's patch size: 16 for the DiTs; 8 for the UNets).
+    multiple: int = 8
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,37 @@ class PipelineSpec:
     extra_checkpoints: tuple[str, ...] = ()
     # The seed published no compiled figures for SDXL ("-"); sdtop can still compile it.
     seed_note: str = ""
+    # "unet" (attention processors, the seed's levers) or "transformer" (a DiT: diffusers'
+    # attention dispatcher, regional compile, step caches).
+    family: str = "unet"
+    # Video pipelines: frames per output video by weight source (empty: an image pipeline)
+    # and the rule on their count (Wan: 4k+1 frames).
+    native_frames: dict[str, int] = field(default_factory=dict)
+    frame_step: int = 1
+    # Other published checkpoints of the same pipeline class (``--model`` values) -> the
+    # prefix of their configs in ``configs/random``, so ``--weights random --model ID``
+    # builds that variant's architecture (FLUX.1-schnell, SD3.5 Medium, Wan 14B).
+    variants: dict[str, str] = field(default_factory=dict)
 
     @property
     def checkpoint(self) -> str:
         return self.stages[0].checkpoint
 
+    @property
+    def video(self) -> bool:
+        return bool(self.native_frames)
+
 
 _SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# DiT sides: the VAE's 8x times the transformer's 2x2 patches.
+_DIT_MIN_SIDE: dict[str, int] = {"hub": 256, "random": 256, "tiny": 16}
+_SD35_LARGE = "stabilityai/stable-diffusion-3.5-large"
+_SD35_MEDIUM = "stabilityai/stable-diffusion-3.5-medium"
+_FLUX_DEV = "black-forest-labs/FLUX.1-dev"
+_FLUX_SCHNELL = "black-forest-labs/FLUX.1-schnell"
+_QWEN_IMAGE = "Qwen/Qwen-Image"
+_WAN_1_3B = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+_WAN_14B = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
 _SD_INPAINT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 
 #: The seed's checkpoints that were removed from the hub -> their maintained copies (same
@@ -156,6 +183,64 @@ PIPELINES: dict[str, PipelineSpec] = {
             native_size={"hub": (1024, 1024), "random": (1024, 1024), "tiny": (64, 64)},
             seed_note="published without compile",
         ),
+        PipelineSpec(
+            name="sd3-txt2img",
+            title="Stable Diffusion 3.5 (Large; Medium via --model) text-to-image",
+            inputs="prompt",
+            stages=(
+                StageInfo(
+                    "main", "StableDiffusion3Pipeline", _SD35_LARGE, ("transformer",), multiple=16,
+                    min_side=dict(_DIT_MIN_SIDE),
+                ),
+            ),
+            native_size={"hub": (1024, 1024), "random": (1024, 1024), "tiny": (32, 32)},
+            family="transformer",
+            variants={_SD35_LARGE: "sd35-large", _SD35_MEDIUM: "sd35-medium"},
+        ),
+        PipelineSpec(
+            name="flux-txt2img",
+            title="FLUX.1 (dev; schnell via --model) text-to-image",
+            inputs="prompt",
+            stages=(
+                StageInfo(
+                    "main", "FluxPipeline", _FLUX_DEV, ("transformer",), multiple=16,
+                    min_side=dict(_DIT_MIN_SIDE),
+                ),
+            ),
+            native_size={"hub": (1024, 1024), "random": (1024, 1024), "tiny": (32, 32)},
+            family="transformer",
+            variants={_FLUX_DEV: "flux-dev", _FLUX_SCHNELL: "flux-schnell"},
+        ),
+        PipelineSpec(
+            name="qwen-image",
+            title="Qwen-Image text-to-image",
+            inputs="prompt",
+            stages=(
+                StageInfo(
+                    "main", "QwenImagePipeline", _QWEN_IMAGE, ("transformer",), multiple=16,
+                    min_side=dict(_DIT_MIN_SIDE),
+                ),
+            ),
+            native_size={"hub": (1024, 1024), "random": (1024, 1024), "tiny": (32, 32)},
+            family="transformer",
+            variants={_QWEN_IMAGE: "qwen-image"},
+        ),
+        PipelineSpec(
+            name="wan-t2v",
+            title="Wan 2.1 text-to-video (1.3B; 14B via --model)",
+            inputs="prompt",
+            stages=(
+                StageInfo(
+                    "main", "WanPipeline", _WAN_1_3B, ("transformer",), multiple=16,
+                    min_side=dict(_DIT_MIN_SIDE),
+                ),
+            ),
+            native_size={"hub": (480, 832), "random": (480, 832), "tiny": (32, 32)},
+            family="transformer",
+            native_frames={"hub": 81, "random": 81, "tiny": 5},
+            frame_step=4,
+            variants={_WAN_1_3B: "wan-1.3b", _WAN_14B: "wan-14b"},
+        ),
     )
 }
 
@@ -207,14 +292,15 @@ def size_problem(pipeline: str, weights: str, option: str, height: int, width: i
     Each stage's side must be a whole multiple of 8 pixels and at least its model's minimum.
     """
     spec = get(pipeline)
-    step = 8 * max(s.divisor for s in spec.stages)
+    step = max(s.multiple * s.divisor for s in spec.stages)
     smallest = max(s.min_side.get(weights, 8) * s.divisor for s in spec.stages)
     smallest = -(-smallest // step) * step
     for side in (height, width):
         if side % step:
             return (
                 f"{option} {side} for {pipeline}: the size is the image it produces and every stage's "
-                f"size must be a multiple of 8, so use a multiple of {step} (smallest valid: {smallest})"
+                f"size must be a multiple of {spec.stages[0].multiple}, so use a multiple of {step} "
+                f"(smallest valid: {smallest})"
             )
         for stage in spec.stages:
             own = side // stage.divisor
@@ -226,3 +312,24 @@ def size_problem(pipeline: str, weights: str, option: str, height: int, width: i
                     f"below the {low} px its model allows; the smallest valid {option} for {pipeline} is {smallest}"
                 )
     return None
+
+
+def frames_problem(pipeline: str, option: str, frames: int) -> str | None:
+    """Why ``pipeline`` cannot make videos of ``frames`` frames (one line), or None."""
+    spec = get(pipeline)
+    if not spec.video:
+        return None
+    step = spec.frame_step
+    if frames < 1 or (frames - 1) % step:
+        return (
+            f"{option} {frames} for {pipeline}: it makes {step}k+1 frames "
+            f"(e.g. {', '.join(str(step * k + 1) for k in (1, 4, 20))})"
+        )
+    return None
+
+
+def variant_prefix(pipeline: str, model: str) -> str | None:
+    """The ``configs/random`` prefix of a published ``model`` of ``pipeline`` (its id matched
+    without regard to case), or None for a model the registry does not know."""
+    lowered = {k.lower(): v for k, v in get(pipeline).variants.items()}
+    return lowered.get(model.lower())

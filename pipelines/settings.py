@@ -17,7 +17,39 @@ from typing import Any
 
 from . import registry
 
-ATTENTION = ("sdpa", "classic", "xformers", "sdpa-flash", "sdpa-efficient", "sdpa-math", "sdpa-cudnn")
+#: UNet pipelines' attention: their processors (the seed's choices).
+UNET_ATTENTION = ("sdpa", "classic", "xformers", "sdpa-flash", "sdpa-efficient", "sdpa-math", "sdpa-cudnn")
+#: Transformer pipelines' attention: diffusers' dispatcher backends (``set_attention_backend``),
+#: those that need no download ("*_hub" kernels come from the hub at run time).
+DISPATCH_ATTENTION = (
+    "native", "_native_flash", "_native_efficient", "_native_cudnn", "_native_math",
+    "flex", "flash", "_flash_3", "sage", "xformers",
+)
+ATTENTION = UNET_ATTENTION + tuple(a for a in DISPATCH_ATTENTION if a not in UNET_ATTENTION)
+#: The same SDPA kernel choice spelled for each family: a UNet cell given a dispatcher name
+#: (or a transformer cell given a seed name) runs its equivalent, and a matrix naming both
+#: spellings gets one cell (:func:`canonical_attention`).
+_SDPA_SPELLINGS = {
+    "sdpa": "native",
+    "sdpa-flash": "_native_flash",
+    "sdpa-efficient": "_native_efficient",
+    "sdpa-math": "_native_math",
+    "sdpa-cudnn": "_native_cudnn",
+}
+#: Attention that changes the numbers on purpose (int8 QK): a lossy lever, like quant/cache.
+LOSSY_ATTENTION = ("sage",)
+#: ``--compile-scope``: the whole denoiser, or its repeated blocks (``compile_repeated_blocks``).
+COMPILE_SCOPES = ("whole", "regional")
+#: ``--quant``: torchao on the denoiser's Linear layers (weight-only or dynamic activations).
+QUANTS = ("none", "int8wo", "int8dq", "fp8dq", "fp8wo")
+#: ``--cache``: diffusers' step caches on the denoiser; "fbc" takes a threshold ("fbc:0.2").
+CACHE_KINDS = ("none", "fbc", "taylorseer", "magcache", "faster", "pab")
+CACHES_FORM = "none, fbc:<threshold> (e.g. fbc:0.2), taylorseer, magcache, faster, pab"
+#: ``--offload``: nothing, whole models to the GPU in turn, or groups of layers streamed (CUDA only).
+OFFLOADS = ("none", "model", "group")
+ON_OFF = ("off", "on")
+#: Where a cell's output (final latents, decoded images) is kept: the session's folder, or not at all.
+OUTPUTS = ("session", "off")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 COMPILE_BACKENDS = ("inductor", "eager", "aot_eager")
 DTYPES = ("fp16", "bf16", "fp32")
@@ -77,6 +109,18 @@ class CellSpec:
     compile_cache: str = "session"
     # torch's CPU threads in the worker; 0 = auto (see resolve_threads).
     threads: int = 0
+    # The second wave's levers (COMPILE_SCOPES, QUANTS, CACHE_KINDS, OFFLOADS); an
+    # uncompiled cell's scope is always "whole" (it cannot differ).
+    compile_scope: str = "whole"
+    quant: str = "none"
+    cache: str = "none"
+    offload: str = "none"
+    fuse_qkv: bool = False
+    # Frames per video (video pipelines; 0 for images).
+    frames: int = 0
+    # Where the last measured call's output is kept: OUTPUTS as asked; the runner hands
+    # the worker "session" resolved to the session's own outputs folder.
+    outputs: str = "session"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-shaped (sizes as lists), so the dict a session records reads back equal."""
@@ -106,9 +150,40 @@ class CellSpec:
         parts = [self.pipeline, self.weights, self.attention, f"compile={self.compile_mode}"]
         if self.compiled:
             parts.append(f"{self.compile_backend}{'+fullgraph' if self.fullgraph else ''}")
+            if self.compile_scope != "whole":
+                parts.append(self.compile_scope)
+        parts += [f"{k}={v}" for k, v in self.levers().items() if v not in ("none", "off")]
         size = "→".join(f"{h}x{w}" for h, w in self.sizes)
+        if self.frames:
+            size += f"x{self.frames}f"
         parts += [self.dtype, f"b{self.batch_size}", size, f"{self.steps} steps"]
         return " · ".join(parts)
+
+    def levers(self) -> dict[str, str]:
+        """The second wave's levers as words (the summary's columns)."""
+        return {
+            "quant": self.quant,
+            "cache": self.cache,
+            "offload": self.offload,
+            "fuse_qkv": "on" if self.fuse_qkv else "off",
+        }
+
+    def lossy(self) -> list[str]:
+        """The levers of this cell that change its output on purpose (what a baseline lacks)."""
+        out = [f"quant {self.quant}"] if self.quant != "none" else []
+        if self.cache != "none":
+            out.append(f"cache {self.cache}")
+        if self.attention in LOSSY_ATTENTION:
+            out.append(f"attention {self.attention}")
+        return out
+
+    def baseline_key(self) -> tuple[Any, ...]:
+        """What a cell and its baseline share: the same pipeline, weights, size(s), batch,
+        dtype, steps, seed, prompt, frames and device make the same image but for the levers."""
+        return (
+            self.pipeline, self.weights, self.model, self.sizes, self.batch_size, self.dtype,
+            self.steps, self.seed, self.prompt, self.frames, self.device,
+        )
 
 
 def _sizes(value: Any) -> tuple[Size, ...]:
@@ -150,6 +225,17 @@ class MatrixSpec:
     trace_dir: str | None = None
     threads: int = 0
     compile_cache: str = "session"
+    compile_scopes: tuple[str, ...] = ("whole",)
+    quants: tuple[str, ...] = ("none",)
+    caches: tuple[str, ...] = ("none",)
+    offloads: tuple[str, ...] = ("none",)
+    fuse_qkv: tuple[bool, ...] = (False,)
+    # Frames per video for video pipelines; None = each one's native count.
+    frames: int | None = None
+    outputs: str = "session"
+    # The cell every other cell's output is compared with (``--baseline``); None = for each
+    # cell, the first cell of its kind without lossy levers (:func:`baselines`).
+    baseline: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -222,6 +308,36 @@ def parse_size(option: str, value: str | int | None) -> int | None:
     return size
 
 
+def parse_caches(option: str, text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"none,fbc:0.2,taylorseer"`` -> the cache choices, thresholds written canonically."""
+    items = split_list(text) if isinstance(text, str) else [str(t) for t in text]
+    if not items:
+        raise BadInput(f"{option} needs at least one value; valid: {CACHES_FORM}")
+    out: list[str] = []
+    for item in items:
+        kind, _, arg = item.partition(":")
+        if kind not in CACHE_KINDS:
+            raise BadInput(f"unknown {option} value {item!r}; valid: {CACHES_FORM}")
+        if kind == "fbc":
+            try:
+                threshold = float(arg)
+            except ValueError:
+                raise BadInput(f"{option} {item!r}: fbc takes a threshold, e.g. fbc:0.2; valid: {CACHES_FORM}") from None
+            if not 0.0 < threshold < 1.0:
+                raise BadInput(f"{option} {item!r}: the fbc threshold is a fraction between 0 and 1, e.g. fbc:0.2")
+            item = f"fbc:{threshold:g}"
+        elif arg:
+            raise BadInput(f"{option} {item!r}: {kind} takes no argument; valid: {CACHES_FORM}")
+        out.append(item)
+    return tuple(dict.fromkeys(out))
+
+
+def parse_on_off(option: str, text: str | Sequence[Any]) -> tuple[bool, ...]:
+    """``"off,on"`` -> (False, True): a switch that is also an axis."""
+    items = split_list(text) if isinstance(text, str) else [("on" if t is True else "off" if t is False else str(t)) for t in text]
+    return tuple(v == "on" for v in parse_choices(option, items, ON_OFF))
+
+
 RESOLUTIONS_FORM = "HEIGHTxWIDTH sizes in pixels, multiples of 8, e.g. 512x512,768x768"
 
 
@@ -272,6 +388,9 @@ CHOICE_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "--compile": ("compile_modes", COMPILE_MODES),
     "--compile-backend": ("compile_backends", COMPILE_BACKENDS),
     "--dtype": ("dtypes", DTYPES),
+    "--compile-scope": ("compile_scopes", COMPILE_SCOPES),
+    "--quant": ("quants", QUANTS),
+    "--offload": ("offloads", OFFLOADS),
 }
 #: Options whose text is a comma list of whole numbers (an axis), and their fields.
 INT_LIST_OPTIONS = {"--batch": "batch_sizes", "--steps": "steps"}
@@ -316,6 +435,16 @@ def parse_matrix(texts: Mapping[str, str | None], base: MatrixSpec | None = None
         kw["on_recompile"] = str(texts["--on-recompile"]).strip()
     if texts.get("--compile-cache") is not None:
         kw["compile_cache"] = str(texts["--compile-cache"]).strip()
+    if texts.get("--cache") is not None:
+        kw["caches"] = parse_caches("--cache", str(texts["--cache"]))
+    if texts.get("--fuse-qkv") is not None:
+        kw["fuse_qkv"] = parse_on_off("--fuse-qkv", str(texts["--fuse-qkv"]))
+    if "--frames" in texts:
+        text = (texts["--frames"] or "").strip()
+        kw["frames"] = parse_int("--frames", text) if text else None
+    if "--baseline" in texts:
+        text = (texts["--baseline"] or "").strip()
+        kw["baseline"] = parse_int("--baseline", text, minimum=0) if text else None
     return dataclasses.replace(base or MatrixSpec(), **kw)
 
 
@@ -357,10 +486,24 @@ def validate_matrix(m: MatrixSpec) -> MatrixSpec:
     parse_choices("--compile-cache", [m.compile_cache], COMPILE_CACHES)
     parse_int("--seed", m.seed, minimum=0)
     parse_int("--threads", m.threads, minimum=0)
+    parse_choices("--compile-scope", m.compile_scopes, COMPILE_SCOPES)
+    parse_choices("--quant", m.quants, QUANTS)
+    if parse_caches("--cache", m.caches) != tuple(m.caches):
+        raise BadInput(f"--cache values must be written canonically; valid: {CACHES_FORM}")
+    parse_choices("--offload", m.offloads, OFFLOADS)
+    parse_on_off("--fuse-qkv", m.fuse_qkv)
+    if m.frames is not None:
+        parse_int("--frames", m.frames)
+    parse_choices("--outputs", [m.outputs], OUTPUTS)
+    if m.baseline is not None:
+        parse_int("--baseline", m.baseline, minimum=0)
     if m.model and not _REPO_ID.match(m.model) and not os.path.isabs(m.model):
         raise BadInput(f"--model {m.model!r} is neither an absolute directory nor a hub id like 'owner/name'")
-    if m.model and m.weights and "hub" not in m.weights:
-        raise BadInput("--model applies to --weights hub only; add hub to --weights or drop --model")
+    if m.model and m.weights and "hub" not in m.weights and "random" not in m.weights:
+        raise BadInput(
+            "--model applies to --weights hub (any checkpoint) and random (a published variant); "
+            "add hub to --weights or drop --model"
+        )
     return m
 
 
@@ -412,41 +555,90 @@ def check_sizes(m: MatrixSpec, pipeline: str, weights: str) -> None:
             raise BadInput(problem)
 
 
+def canonical_attention(pipeline: str, attention: str) -> str:
+    """The attention choice a cell of ``pipeline`` really runs: a UNet pipeline reads a
+    dispatcher name with an SDPA equivalent as that SDPA choice ("native" is "sdpa"), a
+    transformer pipeline reads a seed SDPA name as its dispatcher backend ("sdpa" is
+    "native"); anything else is itself (and may be "not supported" there)."""
+    if registry.get(pipeline).family == "transformer":
+        return _SDPA_SPELLINGS.get(attention, attention)
+    unet = {v: k for k, v in _SDPA_SPELLINGS.items()}
+    return unet.get(attention, attention)
+
+
+def _random_model(m: MatrixSpec, pipe: str, weights: str) -> str | None:
+    """The model a cell builds: ``--model`` on hub (canonical id); on random weights a
+    published variant of ``pipe`` (BadInput naming them otherwise); nothing on tiny."""
+    if not m.model or weights == "tiny":
+        return None
+    if weights == "hub":
+        return registry.canonical_model(m.model)
+    if registry.variant_prefix(pipe, m.model) is None:
+        known = ", ".join(registry.get(pipe).variants) or "none (its one architecture only)"
+        raise BadInput(
+            f"--model {m.model} with --weights random: random weights build a published architecture; "
+            f"{pipe}'s are: {known}"
+        )
+    return next(k for k in registry.get(pipe).variants if k.lower() == m.model.lower())
+
+
 def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
     """The cross product of the matrix in a stable order: pipeline, weights, batch, steps,
-    dtype, attention, compile mode, backend (compiled modes only).
+    dtype, attention, compile mode, backend (compiled modes only), compile scope (compiled
+    modes only), quant, cache, offload, fuse-qkv.
+
+    A setting that cannot differ makes no second cell: an uncompiled cell has one backend
+    and one scope, and two spellings of one attention choice for a pipeline
+    (:func:`canonical_attention`) make one cell, named as first typed.
 
     Sizes mean the image a cell produces, for every pipeline (see
     :class:`registry.StageInfo`); a size that would make some stage smaller than its model
     allows is a :class:`BadInput` naming the option, the pipeline and the smallest valid
     size, raised here because only here are the weights of each cell known. A ``--model``
     that names a seed checkpoint removed from the hub becomes its maintained copy in the
-    cells (the matrix keeps what was typed, so the session records both).
+    cells (the matrix keeps what was typed, so the session records both). Video pipelines
+    get ``--frames`` (or their native count); images get 0.
     """
     device = resolve_device(m.device, cuda_available)
     default_pipes, default_weights = embedded_default(cuda_available=device == "cuda")
     pipes = m.pipelines or default_pipes
     weights_axis = m.weights or (("hub",) if m.model else default_weights)
     dtypes: Iterable[str] = m.dtypes if m.dtypes else (("fp16",) if device == "cuda" else ("fp32",))
-    modes: list[tuple[str, str]] = []
+    modes: list[tuple[str, str, str]] = []
     for mode in m.compile_modes:
         if mode == "none":
-            modes.append((mode, m.compile_backends[0]))
+            modes.append((mode, m.compile_backends[0], "whole"))
         else:
-            modes.extend((mode, b) for b in m.compile_backends)
+            modes.extend((mode, b, scope) for b in m.compile_backends for scope in m.compile_scopes)
     cells: list[CellSpec] = []
-    for pipe, weights, batch, steps, dtype, attention, (mode, backend) in itertools.product(
-        pipes, weights_axis, m.batch_sizes, m.steps, tuple(dtypes), m.attention, modes
+    seen: set[tuple[Any, ...]] = set()
+    for pipe, weights, batch, steps, dtype, attention, (mode, backend, scope), quant, cache, offload, fuse in (
+        itertools.product(
+            pipes, weights_axis, m.batch_sizes, m.steps, tuple(dtypes), m.attention, modes,
+            m.quants, m.caches, m.offloads, m.fuse_qkv,
+        )
     ):
-        nh, nw = registry.get(pipe).native_size[weights]
+        info = registry.get(pipe)
+        nh, nw = info.native_size[weights]
         if m.resolutions:  # the first size is the cell's height/width; a single one is just that
             nh, nw = m.resolutions[0]
         check_sizes(m, pipe, weights)
+        frames = 0
+        if info.video:
+            frames = m.frames or info.native_frames[weights]
+            problem = registry.frames_problem(pipe, "--frames", frames)
+            if problem:
+                raise BadInput(problem)
+        key = (pipe, weights, batch, steps, dtype, canonical_attention(pipe, attention), mode, backend, scope,
+               quant, cache, offload, fuse)
+        if key in seen:
+            continue
+        seen.add(key)
         cells.append(
             CellSpec(
                 pipeline=pipe,
                 weights=weights,
-                model=registry.canonical_model(m.model) if weights == "hub" and m.model else None,
+                model=_random_model(m, pipe, weights),
                 attention=attention,
                 compile_mode=mode,
                 fullgraph=m.fullgraph,
@@ -467,6 +659,33 @@ def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
                 on_recompile=m.on_recompile,
                 trace_dir=m.trace_dir,
                 compile_cache=m.compile_cache,
+                compile_scope=scope,
+                quant=quant,
+                cache=cache,
+                offload=offload,
+                fuse_qkv=fuse,
+                frames=frames,
+                outputs=m.outputs,
             )
         )
+    if m.baseline is not None and m.baseline >= len(cells):
+        raise BadInput(f"--baseline {m.baseline}: the matrix has cells 0 to {len(cells) - 1}")
     return cells
+
+
+def baselines(cells: Sequence[CellSpec], override: int | None = None) -> list[int | None]:
+    """The baseline of each cell (an index into ``cells``), or None where it has none.
+
+    With ``override`` (``--baseline N``) every cell is compared with cell N. Otherwise a
+    cell's baseline is the first cell, in matrix order, of the same kind
+    (:meth:`CellSpec.baseline_key`: same pipeline, size, batch, dtype, steps, seed...)
+    whose lossy levers (quant, cache, sage attention) are all off; usually the uncompiled
+    one, so compile's own numerical noise shows too. A baseline is its own baseline.
+    """
+    if override is not None:
+        return [override if 0 <= override < len(cells) else None for _ in cells]
+    first: dict[tuple[Any, ...], int] = {}
+    for i, cell in enumerate(cells):
+        if not cell.lossy():
+            first.setdefault(cell.baseline_key(), i)
+    return [first.get(cell.baseline_key()) for cell in cells]

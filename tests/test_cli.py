@@ -31,7 +31,7 @@ BAD = [
     (["run", "--model", "bad id!!"], "is neither an existing directory nor a hub id"),
     (
         ["run", "--model", "runwayml/stable-diffusion-v1-5", "--weights", "tiny"],
-        "--model applies to --weights hub only",
+        "--model applies to --weights hub",
     ),
     (["run", "--launcher", "ray"], "unknown --launcher value 'ray'; valid: forkserver, subprocess"),
     (["run", "--bogus"], "unrecognized arguments: --bogus"),

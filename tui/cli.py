@@ -41,7 +41,7 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
         "-p",
         default=None,
         help=f"comma list of: {', '.join(registry.PIPELINE_NAMES)} "
-        "(default: all six on tiny weights without CUDA, sd-txt2img on random weights with it)",
+        "(default: every pipeline on tiny weights without CUDA, sd-txt2img on random weights with it)",
     )
     g.add_argument(
         "--weights",
@@ -50,9 +50,18 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
         help=f"comma list of: {', '.join(settings.WEIGHTS)} (default: see --pipeline; hub when --model is given)",
     )
     g.add_argument(
-        "--model", default=None, help="hub id or local directory for --weights hub (default: the seed's checkpoint)"
+        "--model",
+        default=None,
+        help="hub id or local directory for --weights hub (default: the registry's checkpoint); with --weights "
+        "random, a published variant's architecture (FLUX.1-schnell, SD3.5 Medium, Wan 14B)",
     )
-    g.add_argument("--attention", "-a", default="sdpa", help=f"comma list of: {', '.join(settings.ATTENTION)}")
+    g.add_argument(
+        "--attention",
+        "-a",
+        default="sdpa",
+        help=f"comma list: UNet pipelines take {', '.join(settings.UNET_ATTENTION)}; transformer pipelines "
+        f"take diffusers' dispatcher backends {', '.join(settings.DISPATCH_ATTENTION)} (sdpa is native there)",
+    )
     g.add_argument("--compile", "-c", default="none", help=f"comma list of: {', '.join(settings.COMPILE_MODES)}")
     g.add_argument(
         "--fullgraph",
@@ -72,6 +81,17 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dtype", default=None, help=f"comma list of: {', '.join(settings.DTYPES)} (default fp16 on CUDA, fp32 on CPU)"
     )
+    g.add_argument(
+        "--compile-scope",
+        default="whole",
+        help="comma list of: whole (torch.compile the denoiser, default), regional (compile_repeated_blocks: "
+        "its repeated blocks, compiled once); compiled cells only",
+    )
+    g.add_argument("--quant", default="none", help=f"comma list of: {', '.join(settings.QUANTS)} (torchao, on the denoiser)")
+    g.add_argument("--cache", default="none", help=f"comma list of step caches on the denoiser: {settings.CACHES_FORM}")
+    g.add_argument("--offload", default="none", help="comma list of: none, model, group (CUDA only)")
+    g.add_argument("--fuse-qkv", default="off", help="comma list of: off, on (fused QKV projections)")
+    g.add_argument("--frames", default=None, help="frames per video for video pipelines (default: the model's own)")
     g.add_argument("--batch", "-b", default="1", help="comma list of batch sizes (default 1)")
     g.add_argument("--steps", "-s", default="50", help="comma list of denoising steps (default 50)")
     g.add_argument("--height", default=None, help="image height, a multiple of 8 (default: the pipeline's native size)")
@@ -115,6 +135,18 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("the session")
     o.add_argument("--out", "-o", default=None, help="session directory (default runs/<date-time>)")
     o.add_argument("--force", action="store_true", help="overwrite an existing session in --out")
+    o.add_argument(
+        "--baseline",
+        default=None,
+        metavar="CELL",
+        help="the cell every cell's output is compared with (psnr_db, max_abs_diff; default: for each cell, "
+        "the first cell of its pipeline, size, batch, dtype, steps and seed without quant, cache or sage)",
+    )
+    o.add_argument(
+        "--no-outputs",
+        action="store_true",
+        help="keep no outputs (latents, images) and so no psnr_db/max_abs_diff",
+    )
     o.add_argument("--resume", default=None, metavar="DIR", help="run the unfinished cells of session DIR")
     o.add_argument(
         "--stall-timeout", default="300", help="seconds without a worker event before a cell is 'stalled' (300)"
@@ -142,6 +174,8 @@ def matrix_from_args(args: argparse.Namespace) -> Any:
     }
     if args.prompt is not None:
         typed["prompt"] = args.prompt
+    if getattr(args, "no_outputs", False):
+        typed["outputs"] = "off"
     if args.launcher is not None and args.launcher not in ("forkserver", "subprocess"):
         raise settings.BadInput(f"unknown --launcher value {args.launcher!r}; valid: forkserver, subprocess")
     return settings.parse_matrix(texts, **typed)
@@ -151,7 +185,7 @@ def matrix_from_args(args: argparse.Namespace) -> Any:
 _MATRIX_TEXT_OPTIONS = (
     "pipeline", "weights", "model", "attention", "compile", "compile_backend", "dtype", "batch", "steps",
     "height", "width", "iterations", "warmup", "device", "seed", "threads", "resolutions", "on_recompile",
-    "compile_cache",
+    "compile_cache", "compile_scope", "quant", "cache", "offload", "fuse_qkv", "frames", "baseline",
 )  # fmt: skip
 
 

@@ -175,6 +175,13 @@ class SettingsApplied(Event):
     dtype: str = ""
     device: str = ""
     parameters: dict[str, int] = field(default_factory=dict)
+    #: The attention-dispatcher backend each transformer denoiser's attention modules hold
+    #: after ``set_attention_backend``, read back per module key (empty for UNets).
+    attention_backends: dict[str, list[str]] = field(default_factory=dict)
+    #: The second-wave levers as applied, read back from the modules (``compile_scope``,
+    #: ``quant``, ``cache``, ``offload``, ``fuse_qkv``): e.g. {"quant": "int8wo on 152 Linear
+    #: layers of transformer"}. What the cell asked for is in ``CellStarted.settings``.
+    levers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,6 +218,11 @@ class StageTimed(Event):
     height: int = 0
     width: int = 0
     sdpa_kernel: str = ""
+    #: With a step cache (``--cache``): how many of this call's ``steps`` ran the denoiser's
+    #: deepest block (computed) rather than reusing a cached result; None without a cache.
+    steps_computed: int | None = None
+    #: Video pipelines: frames per output video (0 for images).
+    frames: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -412,6 +424,39 @@ class CudagraphSkip(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class OutputSaved(Event):
+    """The cell's last measured call's output, kept under the session directory so a
+    faster cell can be checked against its baseline (paths relative to the session
+    directory): the final latents as float32 ``.safetensors`` (tensor ``latents``) and the
+    decoded image(s) as PNG (video: the first, middle and last frame)."""
+
+    KIND: ClassVar[str] = "output_saved"
+    call: int = -1
+    stage: str = "main"
+    latents: str = ""
+    images: list[str] = field(default_factory=list)
+    shape: list[int] = field(default_factory=list)
+    dtype: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fidelity(Event):
+    """How far a cell's output is from its baseline's (:mod:`profiler.host.fidelity`).
+
+    Written by the parent once both outputs exist. ``psnr_db`` is over the decoded images
+    (8-bit, peak 255; for video over the saved frames), infinite when they are identical
+    (written as null, with ``identical`` true); ``max_abs_diff`` is over the float32 final
+    latents. ``reason`` says why a figure is missing (no baseline, shapes differ...)."""
+
+    KIND: ClassVar[str] = "fidelity"
+    baseline_cell: int | None = None
+    psnr_db: float | None = None
+    max_abs_diff: float | None = None
+    identical: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class UnknownEvent(Event):
     """A line of a kind this version does not know; kept so nothing recorded is lost."""
 
@@ -447,6 +492,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         GraphBreak,
         RecompileLimit,
         CudagraphSkip,
+        OutputSaved,
+        Fidelity,
     )
 }
 

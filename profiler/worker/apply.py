@@ -57,6 +57,36 @@ class Applied:
     #: Marks CUDA-graph steps (several modules compiled in a CUDA-graph mode only).
     marker: StepMarker | None = None
     hooks: list[torch.utils.hooks.RemovableHandle] = field(default_factory=list)
+    #: Transformer denoisers: the dispatcher backend(s) their attention modules hold, read back.
+    attention_backends: dict[str, list[str]] = field(default_factory=dict)
+    #: The second wave's levers as applied, in words (``SettingsApplied.levers``).
+    levers: dict[str, str] = field(default_factory=dict)
+    #: Per stage, what counts the steps a step cache let the denoiser compute (``--cache``).
+    computed: dict[str, ComputedSteps] = field(default_factory=dict)
+
+    def take_computed(self, stage: str) -> int | None:
+        """Steps of ``stage`` computed (not reused) in the call that just ended; None
+        without a step cache. Resets the count for the next call."""
+        counter = self.computed.get(stage)
+        return counter.take() if counter is not None else None
+
+
+class ComputedSteps:
+    """Counts, over one call, the denoiser's forward calls and the calls in which its
+    deepest block really ran; ``take`` turns them into steps computed (a CFG pipeline that
+    calls the denoiser twice a step counts each step once)."""
+
+    def __init__(self, steps_per_call: int) -> None:
+        self.steps_per_call = steps_per_call
+        self.forwards = 0
+        self.deep = 0
+
+    def take(self) -> int | None:
+        forwards, deep = self.forwards, self.deep
+        self.forwards = self.deep = 0
+        if forwards == 0:
+            return None
+        return round(self.steps_per_call * deep / forwards)
 
 
 def denoisers(built: BuiltPipeline) -> Iterator[tuple[str, DiffusionPipeline, str, torch.nn.Module]]:
@@ -154,6 +184,11 @@ def apply_compile(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> Non
             compiled = torch.compile(module, fullgraph=spec.fullgraph, backend=spec.compile_backend)
         setattr(pipe, attr, compiled)
         applied.compiled.append(key)
+
+
+def preflight(spec: CellSpec) -> None:
+    """Refuse, before anything is built, a combination that cannot run here: raises
+    :class:`Unsupported` with the reason (a missing package, a GPU generation, a device)."""
 
 
 def apply_settings(built: BuiltPipeline, spec: CellSpec) -> Applied:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from torch._C import _CudaDeviceProperties
 
     from ...pipelines.builders.build import BuiltPipeline
+    from .apply import Applied
     from .compile_watch import CompileWatch
     from .timing import Clock, TimerSlot
 
@@ -322,6 +323,7 @@ class CellRun:
         self.call = -1
         self.size: tuple[int, int] = (spec.height, spec.width)  # the size calls run at now
         self.watch: CompileWatch | None = None  # once settings are applied
+        self.applied: Applied | None = None  # once settings are applied
 
     def run(self, *, launcher: str, startup_s: float) -> str:
         t0 = time.perf_counter()
@@ -337,7 +339,7 @@ class CellRun:
         import torch
 
         from ...pipelines.builders.build import build, set_size
-        from .apply import apply_settings
+        from .apply import apply_settings, preflight
         from .compile_watch import watch_cell
         from .timing import TimerSlot, clock_for, instrument, step_callback_kwargs
 
@@ -348,6 +350,7 @@ class CellRun:
         if threads is not None:
             torch.set_num_threads(threads)
         self.emit(Environment(cell=self.index, data={"torch_threads": torch.get_num_threads()}))
+        preflight(spec)
         with _Phase(self, "build"):
             built = build(spec)
         with _Phase(self, "apply"):
@@ -365,8 +368,11 @@ class CellRun:
                 dtype=spec.dtype,
                 device=spec.device,
                 parameters=dict(built.parameters),
+                attention_backends=applied.attention_backends,
+                levers=applied.levers,
             )
         )
+        self.applied = applied
         clock = clock_for(spec.device)
         callbacks = {st.name: step_callback_kwargs(st.legacy_callback, slot) for st in built.stages}
         watch = self.watch = watch_cell(self.emit, self.index, built, spec)
@@ -454,7 +460,7 @@ class CellRun:
             finally:
                 slot.timer = None
             wall = time.perf_counter() - t_stage
-            prev = out.images
+            prev = out.frames if hasattr(out, "frames") else out.images  # video pipelines return frames
             encode_s += enc
             denoise_s += loop_s
             decode_s += dec
@@ -473,6 +479,8 @@ class CellRun:
                     height=st.height,
                     width=st.width,
                     sdpa_kernel=sampled_kernel(st.pipe, st.name),
+                    steps_computed=self.applied.take_computed(st.name) if self.applied is not None else None,
+                    frames=spec.frames,
                 )
             )
         clock.sync()
