@@ -25,7 +25,7 @@ def test_the_script_is_valid_bash() -> None:
 def test_the_script_runs_what_issue_12_asks_for() -> None:
     """Random weights in fp16: the six pipelines eager, SD 1.5 under every attention setting,
     an OOM at batch 16, reduce-overhead on sd-txt2img (with a new size) and sd-controlnet."""
-    cmds = [" ".join(c) for c in run_commands()]
+    cmds = [c for c in (" ".join(a) for a in run_commands()) if "--dtype bf16" not in c]
     assert all("--weights random" in c and "--dtype fp16" in c for c in cmds)
     assert any("sd-txt2img,sd-img2img,sd-inpaint,sd-controlnet,if-cascade,sdxl-txt2img" in c for c in cmds)
     assert any("--attention sdpa,classic,sdpa-flash,sdpa-efficient,sdpa-cudnn,sdpa-math" in c for c in cmds)
@@ -35,6 +35,18 @@ def test_the_script_runs_what_issue_12_asks_for() -> None:
     text = SCRIPT.read_text()
     for check in ("all-ok", "kernels", "cudagraphs", "recompile", "oom", "steps", "fork-safe", "overhead"):
         assert f"check {check} " in text, check
+
+
+def test_the_script_runs_what_issue_13_asks_for() -> None:
+    """One line per new pipeline (random weights, bf16, eager and regional compile) and one
+    float8 cell beside its bf16 baseline, each judged by its own check."""
+    cmds = [c for c in (" ".join(a) for a in run_commands()) if "--dtype bf16" in c]
+    for pipeline in ("flux-txt2img", "sd3-txt2img", "qwen-image", "wan-t2v"):
+        line = next(c for c in cmds if f"--pipeline {pipeline} " in c and "--quant" not in c)
+        assert "--weights random" in line and "--compile none,default --compile-scope regional" in line
+    assert any("--quant none,fp8dq" in c for c in cmds)
+    text = SCRIPT.read_text()
+    assert text.count("check levers ") == 4 and "check fp8 " in text
 
 
 @pytest.mark.parametrize("argv", run_commands(), ids=lambda a: " ".join(a)[:60])
@@ -69,7 +81,7 @@ def test_the_cpu_rehearsal_passes_every_check_it_can_make(tmp_path: Path) -> Non
     results = (out / "results.md").read_text()
     assert proc.returncode == 0, results + proc.stderr[-2000:] + (out / "log.txt").read_text()[-3000:]
     assert "FAIL" not in results
-    for check in ("all-ok", "kernels", "oom", "cudagraphs", "recompile", "steps", "fork-safe"):
+    for check in ("all-ok", "kernels", "oom", "cudagraphs", "recompile", "steps", "fork-safe", "levers", "fp8"):
         assert f"PASS {check}:" in results, check
     assert "failed checks and steps: 0" in results and (out / "sessions.tgz").stat().st_size > 0
     assert sys.executable  # the rehearsal uses the python3 on PATH, like the card

@@ -285,11 +285,20 @@ def test_compiles_belong_to_their_stage_and_the_first_call_split_is_call_level()
 
 
 def test_the_cell_count_is_what_expand_makes_on_that_host() -> None:
-    """The embedded default: six tiny pipelines without CUDA, SD 1.5 on random weights with it."""
-    assert MatrixSpec().n_cells(cuda_available=False) == 6
+    """The embedded default: every pipeline on tiny weights without CUDA, SD 1.5 on random
+    weights with it; an uncompiled cell has one scope whatever --compile-scope lists."""
+    from sdtop.pipelines import registry
+
+    assert MatrixSpec().n_cells(cuda_available=False) == len(registry.PIPELINE_NAMES) == 10
     assert MatrixSpec().n_cells(cuda_available=True) == 1
     assert (
         MatrixSpec(compile_modes=("none", "default"), compile_backends=("inductor", "eager")).n_cells(
+            cuda_available=True
+        )
+        == 3
+    )
+    assert (
+        MatrixSpec(compile_modes=("none", "default"), compile_scopes=("whole", "regional")).n_cells(
             cuda_available=True
         )
         == 3

@@ -23,7 +23,13 @@ Checks (issue 12's list; random weights, fp16, batch 1 unless said):
 - ``steps DIR``: per measured call and stage, step events = the stage's steps, every step
   > 0 ms, and the steps' sum within 1% of the loop time;
 - ``fork-safe DIR``: the fork server served (``fork_safe``, no fallback to fresh processes);
-- ``overhead FILE``: tests/perf/bench_overhead.py's ``ratio`` figure >= 0.99.
+- ``overhead FILE``: tests/perf/bench_overhead.py's ``ratio`` figure >= 0.99;
+- ``levers DIR`` (issue 13, a DiT eager beside regional compile): every cell ``ok``, the
+  dispatcher backend read back on every row, the regional cell compiled (compile events)
+  and every ok cell's PSNR against its baseline filled;
+- ``fp8 DIR``: the float8 (``--quant fp8dq``) cell ``ok`` beside its bf16 baseline, with a
+  finite PSNR (lossy: it shows its cost) and its own it/s; a dry run's CPU says "not
+  supported" instead (SKIP).
 """
 
 from __future__ import annotations
@@ -202,6 +208,45 @@ def check_overhead(path: Path, dry_run: bool) -> list[Verdict]:
     return [_ok("overhead", ratio >= OVERHEAD_TARGET, f"{path.name}: ratio {ratio:.3f} (>= {OVERHEAD_TARGET})")]
 
 
+def check_levers(directory: Path, dry_run: bool) -> list[Verdict]:
+    _, table = _session(directory)
+    if not table:
+        return [Verdict("FAIL", "levers", f"{directory.name}: no cell ran")]
+    out: list[Verdict] = []
+    if not any(r.compile_scope == "regional" for r in table):
+        out.append(Verdict("FAIL", "levers", f"no regional-compile cell in {directory.name}"))
+    for r in table:
+        label = f"{_label(r)} {r.compile_scope or ''}".rstrip()
+        problems = [] if r.status == "ok" else [f"status {r.status}"]
+        if not r.attention_backend:
+            problems.append("no attention backend read back")
+        if r.compile_scope == "regional" and not r.compiles:
+            problems.append("regional compile but no compile events")
+        if r.status == "ok" and r.psnr_db is None:
+            problems.append(f"no PSNR ({r.fidelity_note or 'no fidelity event'})")
+        psnr = "identical" if r.psnr_db == float("inf") else f"{r.psnr_db:.1f} dB" if r.psnr_db is not None else "-"
+        detail = f"{label} -> {r.status}, backend {r.attention_backend or '-'}, PSNR {psnr}"
+        out.append(_ok("levers", not problems, detail + (f" ({'; '.join(problems)})" if problems else "")))
+    return out
+
+
+def check_fp8(directory: Path, dry_run: bool) -> list[Verdict]:
+    _, table = _session(directory)
+    fp8 = [r for r in table if (r.quant or "").startswith("fp8")]
+    base = [r for r in table if r.quant == "none"]
+    if not fp8 or not base:
+        return [Verdict("FAIL", "fp8", f"{directory.name}: needs a float8 cell and its quant-none baseline")]
+    out = [_ok("fp8", r.status == "ok", f"baseline {_label(r)} -> {r.status}") for r in base]
+    for r in fp8:
+        if dry_run and r.status.startswith("not supported"):
+            out.append(Verdict("SKIP", "fp8", f"{_label(r)} {r.quant} -> {r.status} (dry run: no float8 on a CPU)"))
+            continue
+        finite = r.psnr_db is not None and r.psnr_db != float("inf")
+        detail = f"{_label(r)} {r.quant} -> {r.status}, {r.it_per_s or 0:.2f} it/s, PSNR {r.psnr_db}"
+        out.append(_ok("fp8", r.status == "ok" and finite and bool(r.it_per_s), detail))
+    return out
+
+
 CHECKS: dict[str, tuple[int, Callable[..., list[Verdict]]]] = {
     "all-ok": (1, check_all_ok),
     "kernels": (1, check_kernels),
@@ -211,6 +256,8 @@ CHECKS: dict[str, tuple[int, Callable[..., list[Verdict]]]] = {
     "steps": (1, check_steps),
     "fork-safe": (1, check_fork_safe),
     "overhead": (1, check_overhead),
+    "levers": (1, check_levers),
+    "fp8": (1, check_fp8),
 }
 
 
@@ -232,7 +279,7 @@ def run(check: str, args: Sequence[str], dry_run: bool) -> list[Verdict]:
 #: measured call, the tiny models' own sizes, eager-backend compiles (inductor takes a minute
 #: a cell on a CPU), batch 16 as 2 (nothing to run out of).
 _DRY_SET = {"--weights": "tiny", "--dtype": "fp32", "--steps": "2", "--iterations": "1", "--batch": None}
-_DRY_DROP = {"--height", "--width", "--sample-ms"}
+_DRY_DROP = {"--height", "--width", "--sample-ms", "--frames"}
 
 
 def dry_argv(argv: Sequence[str]) -> list[str]:

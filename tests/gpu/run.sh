@@ -2,7 +2,7 @@
 # sdtop's GPU check, for a lent H100/H200 (the tool library's `device` entry). It FAILS (exit 1)
 # when any check fails, and says so at once (exit 2) on a machine without a GPU.
 #
-#   bash tests/gpu/run.sh [eager|compile|all]     # two parts, each meant to fit one 5-minute call
+#   bash tests/gpu/run.sh [eager|compile|dit|all] # three parts, each meant to fit one 5-minute call
 #   bash tests/gpu/run.sh all --dry-run           # CPU rehearsal: tiny weights, same steps and checks
 #
 # From this repo's root, after tests/gpu/fetch_wheels.sh has filled .whl/ (diffusers is not on
@@ -20,9 +20,9 @@ PART=all
 DRY=""
 for a in "$@"; do
   case "$a" in
-    eager|compile|all) PART=$a ;;
+    eager|compile|dit|all) PART=$a ;;
     --dry-run) DRY=--dry-run ;;
-    *) echo "usage: bash tests/gpu/run.sh [eager|compile|all] [--dry-run]" >&2; exit 2 ;;
+    *) echo "usage: bash tests/gpu/run.sh [eager|compile|dit|all] [--dry-run]" >&2; exit 2 ;;
   esac
 done
 OUT=${OUT:-/tmp/sdtop-gpu}
@@ -94,7 +94,7 @@ else
   say "# sdtop GPU check, dry run on $(uname -m) CPU, $(date -u +%FT%TZ)"
 fi
 
-if [ "$PART" != compile ]; then
+if [ "$PART" = eager ] || [ "$PART" = all ]; then
   step "1. every seed pipeline eager, random weights, fp16, batch 1"
   sdtop_run all 150 --pipeline sd-txt2img,sd-img2img,sd-inpaint,sd-controlnet,if-cascade,sdxl-txt2img \
     --weights random --dtype fp16 --steps 5 --iterations 1
@@ -134,7 +134,7 @@ if [ "$PART" != compile ]; then
   fi
 fi
 
-if [ "$PART" != eager ]; then
+if [ "$PART" = compile ] || [ "$PART" = all ]; then
   step "6. CUDA graphs: reduce-overhead on sd-txt2img (512, then 768: a recompile) and on sd-controlnet, against eager"
   sdtop_run graphs-eager 90 --pipeline sd-txt2img,sd-controlnet --weights random --dtype fp16 --steps 20 --iterations 2
   sdtop_run graphs 240 --pipeline sd-txt2img --weights random --dtype fp16 --steps 20 --iterations 2 \
@@ -152,4 +152,25 @@ if [ "$PART" != eager ]; then
       >"$OUT/overhead-graphs.txt" 2>>"$LOG"
     check overhead "$OUT/overhead-graphs.txt"
   fi
+fi
+
+if [ "$PART" = dit ] || [ "$PART" = all ]; then
+  step "8. today's models on random weights, bf16: eager beside regional compile (compile_repeated_blocks)"
+  sdtop_run flux 200 --pipeline flux-txt2img --weights random --dtype bf16 --steps 4 --iterations 1 \
+    --compile none,default --compile-scope regional
+  check levers "$S/flux"
+  sdtop_run sd3 200 --pipeline sd3-txt2img --weights random --dtype bf16 --steps 4 --iterations 1 \
+    --compile none,default --compile-scope regional
+  check levers "$S/sd3"
+  sdtop_run qwen 240 --pipeline qwen-image --weights random --dtype bf16 --steps 4 --iterations 1 \
+    --compile none,default --compile-scope regional
+  check levers "$S/qwen"
+  sdtop_run wan 200 --pipeline wan-t2v --weights random --dtype bf16 --steps 4 --iterations 1 --frames 33 \
+    --compile none,default --compile-scope regional
+  check levers "$S/wan"
+  check fork-safe "$S/wan"
+
+  step "9. one float8 cell: FLUX.1-dev with torchao fp8 dynamic quantization beside bf16"
+  sdtop_run fp8 150 --pipeline flux-txt2img --weights random --dtype bf16 --steps 4 --iterations 2 --quant none,fp8dq
+  check fp8 "$S/fp8"
 fi

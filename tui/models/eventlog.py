@@ -116,13 +116,26 @@ class EventLogModel:
                     return "phase", "info", f"{c}{name} done in {fmt.duration(e.duration_s)}"
                 return "phase", "error", f"{c}{name} failed after {fmt.duration(e.duration_s)}"
             case ev.SettingsApplied():
+                # A transformer's dispatcher backend is what ran; a UNet's processors are.
+                backends = sorted({b for names in e.attention_backends.values() for b in names})
                 procs = sorted({p for names in e.attention_processors.values() for p in names})
-                attn = "/".join(procs) or "?"
+                attn = "/".join(backends or procs) or "?"
+                levers = "".join(f", {st.one_line(text)}" for text in e.levers.values())
                 return (
                     "phase",
                     "info",
-                    f"{c}applied: attention {attn}, compiled {', '.join(e.compiled) or 'nothing'}",
+                    f"{c}applied: attention {attn}, compiled {', '.join(e.compiled) or 'nothing'}{levers}",
                 )
+            case ev.Fidelity():
+                if e.identical:
+                    text = f"output identical to cell {e.baseline_cell}'s"
+                elif e.psnr_db is not None:
+                    text = f"PSNR {e.psnr_db:.1f} dB against cell {e.baseline_cell}"
+                    if e.max_abs_diff is not None:
+                        text += f", max |Δlatent| {e.max_abs_diff:.3g}"
+                else:
+                    text = f"no PSNR: {st.one_line(e.reason)}"
+                return "result", "info", c + text
             case ev.CompileStarted():
                 return (
                     "compile",
