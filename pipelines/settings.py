@@ -612,12 +612,13 @@ def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
             modes.extend((mode, b, scope) for b in m.compile_backends for scope in m.compile_scopes)
     cells: list[CellSpec] = []
     seen: set[tuple[Any, ...]] = set()
-    for pipe, weights, batch, steps, dtype, attention, (mode, backend, scope), quant, cache, offload, fuse in (
-        itertools.product(
-            pipes, weights_axis, m.batch_sizes, m.steps, tuple(dtypes), m.attention, modes,
-            m.quants, m.caches, m.offloads, m.fuse_qkv,
-        )
-    ):
+    # Typed as Any: itertools.product's typed overloads stop at six iterables.
+    axes: list[Sequence[Any]] = [
+        pipes, weights_axis, m.batch_sizes, m.steps, tuple(dtypes), m.attention, modes,
+        m.quants, m.caches, m.offloads, m.fuse_qkv,
+    ]  # fmt: skip
+    for combo in itertools.product(*axes):
+        pipe, weights, batch, steps, dtype, attention, (mode, backend, scope), quant, cache, offload, fuse = combo
         info = registry.get(pipe)
         nh, nw = info.native_size[weights]
         if m.resolutions:  # the first size is the cell's height/width; a single one is just that

@@ -4,7 +4,9 @@ Parent half: no torch. Both front ends use this one class: ``sdtop run`` (rich p
 and the Textual app (a reader thread). The runner owns the session directory while it
 runs: it appends every event (the worker's and its own) to ``events.jsonl`` in batches as
 they arrive, then rebuilds the summaries. A cell whose worker dies without saying how it
-ended gets its status from the way the process ended ("crashed: signal 9").
+ended gets its status from the way the process ended ("crashed: signal 9"). After each
+cell, the runner compares the outputs kept so far with their baselines' (a
+:class:`~.fidelity.Judge`) and appends the Fidelity events that became possible.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from ..contract.events import (
     Environment,
     Error,
     Event,
+    Fidelity,
     FieldWarning,
     Log,
+    OutputSaved,
     PhaseStarted,
     SessionFinished,
     SessionStarted,
@@ -40,12 +44,16 @@ from ..contract.events import (
     WorkerExited,
     WorkerStarted,
 )
+from .fidelity import Judge
 from .launcher import Launcher, LaunchError, WorkerHandle, make_launcher
 from .nvml import Nvml
 from .sampler import DEFAULT_SAMPLE_MS, Sampler
 from .session import Session, SessionError
 
 OnEvent = Callable[[Event], None]
+
+#: The events the fidelity judge needs (outputs, how cells ended, verdicts already given).
+_JUDGED = frozenset({OutputSaved, CellFinished, Fidelity})
 
 #: How long one blocking read waits before the runner looks at stop/skip requests.
 POLL_S = 0.25
@@ -134,6 +142,16 @@ class Runner:
         # Observers that raised, with how often: the first failure is logged, none stops a run.
         self._observer_failures: dict[int, int] = {}
         self.status = "pending"
+        # Each cell's output against its baseline's (profiler/host/fidelity.py). A figure is
+        # a nice-to-have beside the timings: the judge failing is logged, never fatal.
+        self.judge: Judge | None = None
+        self._judge_failed = False
+        self._judge_note = ""
+        try:
+            self.judge = Judge(self.cells, matrix.baseline if matrix is not None else None, session.dir)
+        except Exception as exc:
+            why = status.one_line(f"{type(exc).__name__}: {exc}")
+            self._judge_note = f"fidelity: no comparisons in this run: {why}"
 
     @property
     def n_cells(self) -> int:
@@ -175,6 +193,10 @@ class Runner:
         if not events:
             return
         self.session.append(events, raw)
+        if self.judge is not None:
+            for ev in events:
+                if type(ev) in _JUDGED:
+                    self._feed_judge(ev)
         observer = self.on_event
         if observer is None:
             return
@@ -193,6 +215,41 @@ class Runner:
             why = status.one_line(f"{type(exc).__name__}: {exc}")
             message = f"observer failed: {name} on a {ev.KIND} event: {why}; the run goes on"
             self.session.append([Log(cell=ev.cell, level="error", message=message)])
+
+    def seed_judge(self, events: Sequence[Event]) -> None:
+        """Hand the judge a resumed session's recorded events (outputs already saved, the
+        verdicts already given), so the comparisons go on where the last run left them."""
+        for ev in events:
+            if type(ev) in _JUDGED:
+                self._feed_judge(ev)
+
+    def _feed_judge(self, ev: Event) -> None:
+        assert self.judge is not None
+        try:
+            self.judge.observe(ev)
+        except Exception as exc:
+            self._judge_error("observe", exc)
+
+    def _judge_error(self, what: str, exc: Exception) -> None:
+        """The judge's first failure is an error Log (appended directly: never through
+        :meth:`emit`, which feeds the judge); later ones would say nothing new."""
+        if self._judge_failed:
+            return
+        self._judge_failed = True
+        why = status.one_line(f"{type(exc).__name__}: {exc}")
+        self.session.append([Log(level="error", message=f"fidelity: {what} failed: {why}; the run goes on")])
+
+    def _judge_emit(self, what: str, cell: int | None = None) -> None:
+        """Emit the Fidelity events the judge has now (after a cell, or at the end)."""
+        judge = self.judge
+        if judge is None:
+            return
+        try:
+            verdicts = judge.after_cell(cell) if cell is not None else judge.finish()
+        except Exception as exc:
+            self._judge_error(what, exc)
+            return
+        self.emit(verdicts)
 
     def run(self) -> str:
         """Run every queued cell; returns "complete" or "interrupted". Never raises for a
@@ -214,6 +271,8 @@ class Runner:
         fallback = self.env.get("launcher_fallback")
         if fallback:  # the fork server could not be used: say why where the user looks
             self.emit([Log(level="warning", message=str(fallback))])
+        if self._judge_note:
+            self.emit([Log(level="error", message=self._judge_note)])
         reason = ""
         try:
             while not self._stop.is_set():
@@ -223,6 +282,7 @@ class Runner:
                     idx = self.queue.pop(0)
                     self.current = idx
                 self._run_cell(idx)
+                self._judge_emit(f"comparing after cell {idx}", idx)
                 with self._lock:
                     self._last = idx
                     self.current = None
@@ -235,6 +295,7 @@ class Runner:
             failed = sum(self._observer_failures.values())
             if failed > len(self._observer_failures):
                 self.session.append([Log(level="error", message=f"observer failed {failed} times in all")])
+            self._judge_emit("finishing")
             self.emit([SessionFinished(status=self.status, duration_s=time.perf_counter() - t0, reason=reason)])
             if self.sampler is not None:
                 self.sampler.close()  # releases NVML
@@ -332,13 +393,15 @@ class Runner:
 
     def _worker_spec(self, spec: CellSpec) -> CellSpec:
         """The spec as the worker gets it: ``compile_cache="session"`` becomes this session's
-        own cache folder, which only the runner knows. The worker (possibly a child of a fork
-        server started before the session existed) points inductor there itself, so no
-        launcher environment is involved; the recorded spec keeps "session"."""
-        if spec.compile_cache != "session":
-            return spec
-        folder = (self.session.dir / "compile-cache").resolve()
-        return dataclasses.replace(spec, compile_cache=str(folder))
+        own cache folder, and ``outputs="session"`` its outputs folder, which only the runner
+        knows. The worker (possibly a child of a fork server started before the session
+        existed) points inductor there itself and writes its output there, so no launcher
+        environment is involved; the recorded spec keeps "session"."""
+        if spec.compile_cache == "session":
+            spec = dataclasses.replace(spec, compile_cache=str((self.session.dir / "compile-cache").resolve()))
+        if spec.outputs == "session":
+            spec = dataclasses.replace(spec, outputs=str((self.session.dir / "outputs").resolve()))
+        return spec
 
     def _observe(self, idx: int, spec: CellSpec, ev: Event) -> None:
         """Point the sampler at the worker: its pid (WorkerStarted), then its device and PCI
@@ -598,6 +661,7 @@ def resume(
         resumed=True,
         derive=derive,
     )
+    runner.seed_judge(events)
     if warnings:
         runner.emit([Log(level="warning", message=w) for w in warnings])
     return runner

@@ -34,6 +34,7 @@ from ..contract.events import (
     Environment,
     Error,
     Event,
+    Log,
     PhaseEnded,
     PhaseStarted,
     SettingsApplied,
@@ -44,9 +45,10 @@ from ..contract.events import (
 )
 
 if TYPE_CHECKING:
+    import torch
     from torch._C import _CudaDeviceProperties
 
-    from ...pipelines.builders.build import BuiltPipeline
+    from ...pipelines.builders.build import BuiltPipeline, StageRun
     from .apply import Applied
     from .compile_watch import CompileWatch
     from .timing import Clock, TimerSlot
@@ -341,6 +343,7 @@ class CellRun:
         from ...pipelines.builders.build import build, set_size
         from .apply import apply_settings, preflight
         from .compile_watch import watch_cell
+        from .outputs import outputs_folder
         from .timing import TimerSlot, clock_for, instrument, step_callback_kwargs
 
         spec = self.spec
@@ -377,7 +380,9 @@ class CellRun:
         callbacks = {st.name: step_callback_kwargs(st.legacy_callback, slot) for st in built.stages}
         watch = self.watch = watch_cell(self.emit, self.index, built, spec)
         fail_from = max(spec.warmup, 1) if spec.on_recompile == "fail" else -1  # after warmup
-        for call, phase, kind, size in call_plan(spec):
+        plan = call_plan(spec)
+        keep_at = output_call(plan) if outputs_folder(spec.outputs) is not None else -1
+        for call, phase, kind, size in plan:
             if phase != self.phase or call == 0 or size != self.size:
                 if call > 0:
                     self._end_phase()
@@ -392,7 +397,7 @@ class CellRun:
             self.calls_in_phase += 1
             self.faults.check(phase, self.calls_in_phase)
             with torch.inference_mode():
-                self._one_call(built, call, kind, clock, slot, callbacks)
+                self._one_call(built, call, kind, clock, slot, callbacks, keep_output=call == keep_at)
             self.emit_memory(phase, call)
             if kind == "measured":
                 self.measured_done += 1
@@ -434,33 +439,46 @@ class CellRun:
         clock: Clock,
         slot: TimerSlot,
         callbacks: dict[str, dict[str, object]],
+        *,
+        keep_output: bool = False,
     ) -> None:
+        """One pipeline call, every stage, timed. ``keep_output``: also keep the last
+        stage's final latents (a reference, taken by the step callback) and decoded output,
+        saved once the call's figures are out (:meth:`_save_output`)."""
         import torch
 
         from .apply import sampled_kernel
-        from .timing import StageTimer
+        from .timing import CAPTURE_TENSOR_INPUTS, StageTimer
 
         spec = self.spec
         clock.sync()
         t_call = time.perf_counter()
         prev: object = None  # the previous stage's images, handed to the next stage's chain
         encode_s = denoise_s = decode_s = 0.0
+        last = built.stages[-1]
+        video = False
         for st in built.stages:
             kwargs = dict(st.kwargs)
             if st.chain is not None and prev is not None:
                 kwargs.update(st.chain(prev))
             kwargs.update(callbacks[st.name])
             kwargs["generator"] = torch.Generator("cpu").manual_seed(spec.seed + call)
+            capture = keep_output and st is last  # a cascade keeps its last stage's output
+            if capture and not st.legacy_callback:
+                kwargs["callback_on_step_end_tensor_inputs"] = CAPTURE_TENSOR_INPUTS
             timer = StageTimer(clock, self.emit, cell=self.index, call=call, call_kind=kind, stage=st.name)
             slot.timer = timer
+            slot.capture, slot.latents = capture, None
             t_stage = time.perf_counter()
             try:
                 out = st.pipe(**kwargs)
                 loop_s, enc, dec, steps = timer.finish()
             finally:
                 slot.timer = None
+                slot.capture = False
             wall = time.perf_counter() - t_stage
-            prev = out.frames if hasattr(out, "frames") else out.images  # video pipelines return frames
+            video = hasattr(out, "frames")
+            prev = out.frames if video else out.images  # video pipelines return frames
             encode_s += enc
             denoise_s += loop_s
             decode_s += dec
@@ -499,6 +517,39 @@ class CellRun:
                 width=self.size[1],
             )
         )
+        if keep_output:
+            latents, slot.latents = slot.latents, None
+            self._save_output(call, last, latents, prev, video)
+
+    def _save_output(
+        self, call: int, stage: StageRun, latents: torch.Tensor | None, output: object, video: bool
+    ) -> None:
+        """Write the kept output and emit OutputSaved; a failure is a warning, never a
+        failed cell (the cell's figures are what it is for)."""
+        from .outputs import outputs_folder, save_output, signed_range
+
+        folder = outputs_folder(self.spec.outputs)
+        if folder is None:
+            return
+        try:
+            saved = save_output(
+                folder,
+                cell=self.index,
+                call=call,
+                stage=stage.name,
+                latents=latents,
+                output=output,
+                video=video,
+                signed=signed_range(stage.pipe, stage.kwargs),
+            )
+        except Exception as exc:
+            why = status.one_line(f"{type(exc).__name__}: {exc}")
+            self.emit(Log(cell=self.index, level="warning", message=f"output not saved: {why}"))
+            return
+        if not saved.latents:
+            why = "output saved without latents: no step callback saw them"
+            self.emit(Log(cell=self.index, level="warning", message=why))
+        self.emit(saved)
 
     def _fail(self, exc: BaseException) -> str:
         """Turn an exception into an Error event and a seed-vocabulary status."""
@@ -537,6 +588,12 @@ def call_plan(spec: CellSpec) -> list[tuple[int, str, str, tuple[int, int]]]:
             kind = "first" if j == 0 and warmup > 0 else ("warmup" if j < warmup else "measured")
             plan.append((len(plan), phase, kind, size))
     return plan
+
+
+def output_call(plan: list[tuple[int, str, str, tuple[int, int]]]) -> int:
+    """The call whose output a cell keeps: its last measured one (with ``--resolutions``,
+    the last size's), so the output comes from a warm, steady-state call; -1 if none."""
+    return max((call for call, _, kind, _ in plan if kind == "measured"), default=-1)
 
 
 def classify(exc: BaseException, phase: str, measured_done: int, compiled: bool) -> tuple[str, str]:

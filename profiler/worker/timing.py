@@ -167,10 +167,17 @@ class StageTimer:
 
 class TimerSlot:
     """The timer the installed wrappers report to; None between calls (wrappers then pass
-    straight through, so a pipeline used outside a measured call behaves as usual)."""
+    straight through, so a pipeline used outside a measured call behaves as usual).
+
+    ``capture``: while true, the step callbacks keep a reference to each step's latents in
+    ``latents`` (the last one seen is the stage's final latents), so the cell can save the
+    output of its last measured call (:mod:`profiler.worker.outputs`). Only a reference:
+    copying to the host, or reading a value, would wait for the device inside a timed call."""
 
     def __init__(self) -> None:
         self.timer: StageTimer | None = None
+        self.capture = False
+        self.latents: torch.Tensor | None = None
 
 
 def instrument(pipe: DiffusionPipeline, slot: TimerSlot) -> None:
@@ -210,13 +217,22 @@ def _timed(fn: Callable[P, R], slot: TimerSlot, part: str) -> Callable[P, R]:
     return wrapper
 
 
+#: What a pipeline with ``callback_on_step_end`` hands the step callback in the call whose
+#: output is kept (every other call asks for nothing, as before).
+CAPTURE_TENSOR_INPUTS = ["latents"]
+
+
 def step_callback_kwargs(legacy: bool, slot: TimerSlot) -> dict[str, object]:
-    """The keyword arguments that make a pipeline report each step's end to ``slot``."""
+    """The keyword arguments that make a pipeline report each step's end to ``slot`` (and,
+    while ``slot.capture`` is set, keep its latents: the caller then also asks for
+    ``callback_on_step_end_tensor_inputs=CAPTURE_TENSOR_INPUTS`` on modern pipelines)."""
     if legacy:
 
         def legacy_cb(step: int, timestep: int | torch.Tensor, latents: torch.Tensor) -> None:
             if slot.timer is not None:
                 slot.timer.on_step_end()
+            if slot.capture:  # legacy pipelines (IF, x4 upscaler) hand the latents positionally
+                slot.latents = latents
 
         return {"callback": legacy_cb, "callback_steps": 1}
 
@@ -225,6 +241,8 @@ def step_callback_kwargs(legacy: bool, slot: TimerSlot) -> dict[str, object]:
     ) -> dict[str, torch.Tensor]:
         if slot.timer is not None:
             slot.timer.on_step_end()
+        if slot.capture:  # present only in the call that asked for it (tensor inputs ["latents"])
+            slot.latents = callback_kwargs.get("latents", slot.latents)
         return {}  # diffusers requires a dict; empty = change nothing
 
     return {"callback_on_step_end": on_step_end, "callback_on_step_end_tensor_inputs": []}
