@@ -79,6 +79,10 @@ def test_tiny_weights_keep_their_small_native_sizes() -> None:
         "sd-controlnet": (64, 64),
         "if-cascade": (256, 256),
         "sdxl-txt2img": (64, 64),
+        "sd3-txt2img": (32, 32),
+        "flux-txt2img": (32, 32),
+        "qwen-image": (32, 32),
+        "wan-t2v": (32, 32),
     }
 
 
@@ -163,7 +167,8 @@ def test_rows_show_each_stage_at_its_real_size() -> None:
         (1, "upscaler", 2048, 2048, 2048, 2048),
     ]
     csv_header = summary.to_csv(rows).splitlines()[0].split(",")
-    assert csv_header[-2:] == ["stage_height", "stage_width"]
+    at = csv_header.index("stage_height")
+    assert csv_header[at : at + 2] == ["stage_height", "stage_width"] and csv_header[at - 1] == "host_peak_rss_mib"
 
 
 # --- 7c, 7d: the hub's removed ids, and models not on this disk ------------------------------------------

@@ -15,6 +15,11 @@ Counts come from modules created on the meta device (no memory), so checking SDX
   published IF-I-XL / IF-II-L configs with the base width scaled: 192 for IF-I-M (the only
   multiple of 64 near the model card's "400M"; 128 gives 0.17 B, 256 gives 0.62 B) and 96 for
   IF-II-M ("500M"; the same layout at IF-II-L's width 160 gives 1.24 B, its card says 1.2 B).
+- the diffusion transformers and their encoders (SD3.5, FLUX.1, Qwen-Image, Wan 2.1): each
+  count from the published config is checked within 1% against the model card's figure, or,
+  where the card's rounded figure is further off than that, against the exact count the
+  checkpoint's own files state (safetensors index ``total_size`` / bytes per parameter, or a
+  single file's size); each constant below names its source and the deviation.
 """
 
 from __future__ import annotations
@@ -52,6 +57,57 @@ X4_VAE = 55_325_927
 # Reconstructed (see the module docstring); model-card sizes for a loose cross-check.
 IF_I_M = 371_605_830, 400e6
 IF_II_M = 482_483_334, 500e6
+
+# --- diffusion transformers: (exact count from the published config, the source's figure) ----
+# SD3.5 Large transformer. Card and Stability's release: "8.1 billion parameters" (-0.54%).
+# Exact: transformer/diffusion_pytorch_model.safetensors.index.json total_size 16,292,561,536 B
+# in bf16 = 8,146,280,768 values = these parameters + the 192x192x2432 sin-cos position table
+# (89,653,248 values), a persistent buffer, not a parameter.
+SD35_LARGE = 8_056_627_520, 8.1e9
+SD35_LARGE_POS_TABLE = 192 * 192 * 2432
+SD35_LARGE_INDEX_BYTES = 16_292_561_536
+# SD3.5 Medium transformer. Card: "2.5 billion parameters", 10% off the parameters (1.2% off even
+# with the 384x384x1536 position table), so the file: transformer/diffusion_pytorch_model.safetensors
+# is 4.94 GB in fp16 = 2.47 G values, of which 226,492,416 are the position table (+0.015%).
+SD35_MEDIUM = 2_243_171_520, 4.94e9 / 2 - 384 * 384 * 1536
+# CLIP ViT-L/14 text model with its 768x768 projection (SD3.5's text_encoder): 123,060,480 +
+# 589,824, exact; the checkpoint's text_encoder/model.safetensors is 247 MB in fp16 (+0.1%).
+CLIP_L_PROJ = 123_650_304
+# T5 v1.1 XXL encoder (SD3.5 text_encoder_3, FLUX.1 text_encoder_2). Its card's "11B" is the
+# encoder-decoder; exact: text_encoder_3/model.safetensors.index.json total_size 9,524,621,312 B
+# in bf16 = 4,762,310,656 (the embedding table counted once: encoder.embed_tokens is shared).
+T5_XXL_ENCODER = 4_762_310_656
+# The SD3 / FLUX.1 VAE (16 latent channels, no quant convs): vae/diffusion_pytorch_model.safetensors
+# is 168 MB in fp16 = 84.0 M values (+0.2%).
+SD3_VAE = 83_819_683, 168e6 / 2
+# FLUX.1-dev transformer. Card: "12 billion parameter rectified flow transformer" (-0.82%);
+# exact: its index total_size 23,802,816,640 B in bf16 = 11,901,408,320.
+FLUX_DEV = 11_901_408_320, 12e9
+FLUX_DEV_INDEX_BYTES = 23_802_816_640
+# FLUX.1-schnell: the same without the guidance embedder (10,229,760 fewer). Card: "12 billion"
+# (-0.91%).
+FLUX_SCHNELL = 11_891_178_560, 12e9
+# Qwen-Image transformer. Card: "20B MMDiT", 2.1% off; exact: transformer index total_size
+# 40,860,802,176 B in bf16 = 20,430,401,088.
+QWEN_IMAGE = 20_430_401_088, 40_860_802_176 / 2
+# Qwen2.5-VL-7B-Instruct (Qwen-Image's text_encoder, vision tower included). Its name's "7B" is
+# 18% off; exact: text_encoder/model.safetensors.index.json total_size 16,584,333,312 B in bf16
+# = 8,292,166,656 (the hub page's "8.29B params").
+QWEN25_VL_7B = 8_292_166_656, 16_584_333_312 / 2
+# Qwen-Image's and Wan 2.1's VAE (one architecture): the Wan paper's "127M" Wan-VAE; its
+# Wan2.1_VAE / diffusers safetensors file is 508 MB in fp32 = 127.0 M (+0.1%).
+WAN_VAE = 126_892_531, 127e6
+# Wan 2.1 T2V 1.3B transformer. Its name's "1.3B" is 8% off; exact enough: the repo's
+# transformer/ (Wan-AI/Wan2.1-T2V-1.3B-Diffusers) holds 5.68 GB in fp32 = 1.42 G (+0.08%).
+WAN_1_3B = 1_418_996_800, 5.68e9 / 4
+# Wan 2.1 T2V 14B transformer. "14B" is 2.1% off; exact: the same architecture's fp32 index
+# (Wan-AI/Wan2.2-T2V-A14B-Diffusers transformer, config identical) total_size 57,153,966,336 B
+# / 4 = 14,288,491,584; Comfy-Org's wan2.1_t2v_14B_bf16.safetensors is 28.6 GB (+0.08%).
+WAN_14B = 14_288_491_584, 57_153_966_336 / 4
+# UMT5-XXL encoder (Wan's text_encoder). Exact: its index total_size (Wan2.2-T2V-A14B-Diffusers,
+# the same google/umt5-xxl encoder) 11,361,820,672 B in bf16 = 5,680,910,336; Wan2.1-T2V-*-Diffusers'
+# text_encoder/ is 22.7 GB in fp32 (-0.05%).
+UMT5_XXL_ENCODER = 5_680_910_336, 11_361_820_672 / 2
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -102,6 +158,72 @@ def test_if_cascade_counts() -> None:
     assert within(counts["upscaler.unet"], X4_UNET[1], 0.005)
     assert within(counts["I.unet"], IF_I_M[1], 0.10)
     assert within(counts["II.unet"], IF_II_M[1], 0.10)
+
+
+def test_sd35_counts_large_by_default_and_medium_as_a_variant() -> None:
+    large = B.parameter_counts("sd3-txt2img")
+    assert large == {
+        "transformer": SD35_LARGE[0],
+        "vae": SD3_VAE[0],
+        "text_encoder": CLIP_L_PROJ,
+        "text_encoder_2": SDXL_TEXT_ENCODER_2,  # SD3.5's CLIP-G is SDXL's text_encoder_2
+        "text_encoder_3": T5_XXL_ENCODER,
+    }
+    assert within(large["transformer"], SD35_LARGE[1], 0.01)
+    assert (large["transformer"] + SD35_LARGE_POS_TABLE) * 2 == SD35_LARGE_INDEX_BYTES
+    assert within(large["vae"], SD3_VAE[1], 0.01)
+    medium = B.parameter_counts("sd3-txt2img", "random", "stabilityai/stable-diffusion-3.5-medium")
+    assert medium == {**large, "transformer": SD35_MEDIUM[0]}
+    assert within(medium["transformer"], SD35_MEDIUM[1], 0.01)
+    assert B.parameter_counts("sd3-txt2img", "hub", "stabilityai/stable-diffusion-3.5-medium") == medium
+
+
+def test_flux_counts_dev_by_default_and_schnell_as_a_variant() -> None:
+    dev = B.parameter_counts("flux-txt2img")
+    assert dev == {
+        "transformer": FLUX_DEV[0],
+        "vae": SD3_VAE[0],
+        "text_encoder": CLIP_L,
+        "text_encoder_2": T5_XXL_ENCODER,
+    }
+    assert within(dev["transformer"], FLUX_DEV[1], 0.01)
+    assert dev["transformer"] * 2 == FLUX_DEV_INDEX_BYTES
+    schnell = B.parameter_counts("flux-txt2img", "random", "black-forest-labs/FLUX.1-schnell")
+    assert schnell == {**dev, "transformer": FLUX_SCHNELL[0]}
+    assert within(schnell["transformer"], FLUX_SCHNELL[1], 0.01)
+
+
+def test_qwen_image_counts() -> None:
+    counts = B.parameter_counts("qwen-image")
+    assert counts == {"transformer": QWEN_IMAGE[0], "vae": WAN_VAE[0], "text_encoder": QWEN25_VL_7B[0]}
+    assert counts["transformer"] == QWEN_IMAGE[1]
+    assert counts["text_encoder"] == QWEN25_VL_7B[1]
+    assert within(counts["vae"], WAN_VAE[1], 0.01)
+
+
+def test_wan_counts_1_3b_by_default_and_14b_as_a_variant() -> None:
+    small = B.parameter_counts("wan-t2v")
+    assert small == {"transformer": WAN_1_3B[0], "vae": WAN_VAE[0], "text_encoder": UMT5_XXL_ENCODER[0]}
+    assert within(small["transformer"], WAN_1_3B[1], 0.01)
+    assert small["text_encoder"] == UMT5_XXL_ENCODER[1]
+    big = B.parameter_counts("wan-t2v", "random", "Wan-AI/Wan2.1-T2V-14B-Diffusers")
+    assert big == {**small, "transformer": WAN_14B[0]}
+    assert big["transformer"] == WAN_14B[1]
+
+
+def test_dit_counting_is_quick_and_knows_the_variants() -> None:
+    t0 = time.perf_counter()
+    for name in ("sd3-txt2img", "flux-txt2img", "qwen-image", "wan-t2v"):
+        for model in registry.get(name).variants:
+            B.parameter_counts(name, "random", model)
+    # ~2.5 s idle from cold: built with meta as the default device, so even SD3.5 Medium's
+    # 226 M-value position table is never computed (it took ~10 s of CPU when it was).
+    assert time.perf_counter() - t0 < 30.0
+    for name, variants in (("sd3-txt2img", 2), ("flux-txt2img", 2), ("qwen-image", 1), ("wan-t2v", 2)):
+        tiny = {model: B.parameter_counts(name, "tiny", model) for model in registry.get(name).variants}
+        assert len({tuple(sorted(c.items())) for c in tiny.values()}) == variants
+    with pytest.raises(ValueError, match=r"FLUX\.1-schnell"):
+        B.parameter_counts("flux-txt2img", "random", "black-forest-labs/FLUX.2-dev")
 
 
 def test_hub_counts_are_the_registry_architectures_and_tiny_is_tiny() -> None:
