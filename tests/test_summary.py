@@ -94,7 +94,9 @@ HEADER = (
     "first_call_run_s,eager_fallback,sdpa_kernel,device,"
     "device_name,torch_version,diffusers_version,peak_alloc_mib,peak_reserved_mib,nvml_peak_process_mib,"
     "nvml_process_match,nvml_peak_device_mib,gpu_util_mean_pct,power_mean_w,energy_j_per_image,host_peak_rss_mib,"
-    "stage_height,stage_width"
+    "stage_height,stage_width,"
+    "compile_scope,quant,cache,offload,fuse_qkv,attention_backend,frames,frames_per_s,steps_computed,"
+    "psnr_db,max_abs_diff,baseline_cell,fidelity_note,pareto"
 )
 
 

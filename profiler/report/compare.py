@@ -7,9 +7,11 @@ so the CLI and the UI agree on what matched and what slowed down.
 Matching rule
 -------------
 Cells are matched per pipeline on their stage and their *settings*: attention, compile
-(mode, and backend and fullgraph when compiled), dtype, batch size, size, steps, weights
-(and model) and channels_last. Not on the cell index, the iterations or the device: those
-describe how and where a cell was measured, not what it is.
+(mode, and backend, fullgraph and a regional scope when compiled), dtype, batch size,
+size, steps, weights (and model), channels_last and the levers (quant, cache, offload,
+fuse qkv, frames). Not on the cell index, the iterations or the device: those describe how
+and where a cell was measured, not what it is. A session recorded before a lever existed
+ran with it off, and is matched so (:data:`profiler.report.rows.LEVER_OFF`).
 
 A setting that is **constant within each session but differs between them** (session A ran
 everything with sdpa, session B everything with classic) is what the user is comparing, so
@@ -31,7 +33,10 @@ below 1 is slower. Deltas are the later session's figure minus the first's, for
 columns added to Row later join without a change here); columns that no compared row fills
 are left out, so a CPU session does not get empty memory columns. The CSV carries every
 such figure and its delta; the text and Markdown tables show the deltas of
-:func:`display_columns` only, so they fit a terminal. Sessions from different devices or
+:func:`display_columns` only, so they fit a terminal. Each session's PSNR against its own
+baseline (:attr:`Row.psnr_db`) is shown beside the ratios where any matched row has one:
+a faster cell is only a win at a fidelity one accepts. It is a figure of each session, not
+compared across them (the baselines differ). Sessions from different devices or
 library versions are compared anyway; :attr:`Comparison.notes` says so, and every view
 prints those notes above the tables.
 
@@ -81,12 +86,24 @@ from .reference import (
     published_note,
     torch_column_for,
 )
-from .rows import Row, rows_of
+from .rows import LEVER_OFF, Row, lever_off, rows_of
 from .tables import csv_value
-from .text import UNIT_LINE, VERSION_LABELS, escape_controls, fmt_rate, md_cell
+from .text import (
+    PSNR_NOTE,
+    PSNR_UNIT_NOTE,
+    UNIT_LINE,
+    VERSION_LABELS,
+    escape_controls,
+    fmt_psnr,
+    fmt_rate,
+    md_cell,
+)
 
 #: Settings a cell is matched on (besides pipeline and stage), in column order.
-SETTINGS: tuple[str, ...] = ("attention", "compile", "dtype", "batch_size", "size", "steps", "weights", "channels_last")
+SETTINGS: tuple[str, ...] = (
+    "attention", "compile", "dtype", "batch_size", "size", "steps", "weights", "channels_last",
+    "quant", "cache", "offload", "fuse_qkv", "frames",
+)
 SETTING_TITLES: dict[str, str] = {
     "attention": "attention",
     "compile": "compile",
@@ -96,7 +113,16 @@ SETTING_TITLES: dict[str, str] = {
     "steps": "steps",
     "weights": "weights",
     "channels_last": "channels_last",
+    "quant": "quant",
+    "cache": "cache",
+    "offload": "offload",
+    "fuse_qkv": "fuse qkv",
+    "frames": "frames",
 }
+#: The levers among :data:`SETTINGS`: a "common:" line leaves one that is off unsaid.
+LEVER_SETTINGS: tuple[str, ...] = ("quant", "cache", "offload", "fuse_qkv", "frames")
+#: The fidelity figures the CSV carries for each session's row (beside ``ratio``).
+FIDELITY_COLUMNS: tuple[str, ...] = ("psnr_db", "max_abs_diff", "baseline_cell")
 
 #: Figures compared as deltas (later minus first), in this order, where :class:`Row` has them.
 #: Other engineers add memory/compile columns to Row; any other ``*_mib`` field joins too.
@@ -213,14 +239,17 @@ def labels(n: int) -> list[str]:
 
 
 def cell_settings(row: Row) -> dict[str, Any]:
-    """The settings a row is matched on (:data:`SETTINGS`), as comparable values. Backend
-    and fullgraph mean nothing for an uncompiled cell, so they are folded into ``compile``
-    only when it compiles; the model only matters for hub weights."""
+    """The settings a row is matched on (:data:`SETTINGS`), as comparable values. Backend,
+    fullgraph and scope mean nothing for an uncompiled cell, so they are folded into
+    ``compile`` only when it compiles (the scope only when regional: whole is what every
+    compile was before scopes existed); the model only matters for hub weights. A lever a
+    row lacks (a session older than the lever) reads as off, what it ran with."""
     mode = row.compile_mode or "none"
     if mode == "none":
         compile_value = "none"
     else:
-        extras = [x for x in (row.compile_backend, _fullgraph(row.fullgraph)) if x]
+        scope = None if lever_off("compile_scope", row.compile_scope) else row.compile_scope
+        extras = [x for x in (row.compile_backend, _fullgraph(row.fullgraph), scope) if x]
         compile_value = mode + (f" ({', '.join(extras)})" if extras else "")
     size = f"{row.height}x{row.width}" if row.height is not None and row.width is not None else None
     weights = row.weights
@@ -235,7 +264,14 @@ def cell_settings(row: Row) -> dict[str, Any]:
         "steps": row.steps,
         "weights": weights,
         "channels_last": row.channels_last,
+        **{k: _lever(k, getattr(row, k)) for k in LEVER_SETTINGS},
     }
+
+
+def _lever(name: str, value: Any) -> Any:
+    """A lever's value to match on: off where the row has none (an image's frames, a
+    session older than the lever), so old and new sessions meet."""
+    return LEVER_OFF[name] if value is None else value
 
 
 def _fullgraph(v: bool | None) -> str | None:
@@ -248,6 +284,8 @@ def setting_text(name: str, value: Any) -> str:
         return "?"
     if name == "channels_last":
         return "channels_last" if value else "contiguous"
+    if name == "fuse_qkv":
+        return "on" if value else "off"
     return str(value)
 
 
@@ -260,6 +298,8 @@ def setting_phrase(name: str, value: Any) -> str:
         return f"{text} steps"
     if name == "weights":
         return f"{text} weights"
+    if name == "frames":
+        return f"{text} frames"
     return f"{SETTING_TITLES[name]} {text}"
 
 
@@ -297,6 +337,12 @@ class Match:
         r = self.rows[i]
         v = getattr(r, column, None) if r is not None else None
         return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    def psnr(self, i: int) -> float | None:
+        """Session ``i``'s PSNR against its own baseline (infinite: identical); None
+        without one. Not a ratio: each session's baseline is its own."""
+        r = self.rows[i]
+        return r.psnr_db if r is not None else None
 
     def delta(self, column: str, i: int, base: int = 0) -> float | None:
         a, b = self.value(column, base), self.value(column, i)
@@ -644,6 +690,8 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
     top += list(cmp.notes)
     if ref is not None:
         top += list(ref.notes)
+    if any(_has_psnr(t) for t in cmp.tables):
+        top += [PSNR_NOTE, PSNR_UNIT_NOTE]
     blocks: list[_Block] = []
     for t in cmp.tables:
         above: list[str] = []
@@ -654,13 +702,17 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
                 for k, vals in t.differing.items()
             ]
             above.append("matched although it differs: " + "; ".join(parts))
-        if t.common:
-            above.append("common: " + " · ".join(setting_phrase(k, v) for k, v in t.common.items()))
+        common = {k: v for k, v in t.common.items() if not (k in LEVER_SETTINGS and lever_off(k, v))}
+        if common:
+            above.append("common: " + " · ".join(setting_phrase(k, v) for k, v in common.items()))
         header = (["stage"] if t.multi_stage else []) + [SETTING_TITLES[k] for k in t.columns]
         if not header:
             header = ["pipeline"]
         header += [f"{n} it/s" for n in names]
         header += [f"{n}/{base}" for n in names[1:]]
+        psnr = _has_psnr(t)
+        if psnr:
+            header += [f"{n} PSNR" for n in names]
         figures = _figure_columns(cmp, t)
         header += [title for title, _ in figures]
         if ref is not None:
@@ -674,6 +726,8 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
                 cells = [t.pipeline]
             cells += [_rate_cell(r) for r in m.rows]
             cells += [fmt_ratio(m.ratio(i)) for i in range(1, len(names))]
+            if psnr:
+                cells += [fmt_psnr(m.psnr(i)) for i in range(len(names))]
             cells += [texts[row_index] for _, texts in figures]
             if ref is not None and not has_published(m.first_row().attention):
                 cells += [""] * len(ref.columns)  # the guide measured SDPA only: blank, noted below
@@ -700,6 +754,11 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
             below.append("if-cascade published: stage I / stage II / upscaler; above batch 1 stage I only")
         blocks.append(_Block(t.pipeline, above, header, body, below))
     return _escaped(top), [_escaped_block(b) for b in blocks]
+
+
+def _has_psnr(t: PipelineTable) -> bool:
+    """Whether any row of the table has a PSNR (its columns are shown only then)."""
+    return any(r is not None and r.psnr_db is not None for m in t.matches for r in m.rows)
 
 
 def _escaped(texts: list[str]) -> list[str]:
@@ -758,6 +817,7 @@ def to_markdown(cmp: Comparison, ref: ReferenceView | None = None) -> str:
 
 def csv_columns(cmp: Comparison, ref: ReferenceView | None = None) -> list[str]:
     cols = ["match", "pipeline", "stage", *SETTINGS, "session", "session_dir", "cell", "status", "it_per_s", "ratio"]
+    cols += FIDELITY_COLUMNS
     for c in cmp.delta_columns:
         cols += [c, f"{c}_delta"]
     if ref is not None:
@@ -771,8 +831,10 @@ def to_csv(cmp: Comparison, ref: ReferenceView | None = None) -> str:
     """Long format, one line per (matched cell, session), for pandas: ``match`` numbers the
     matched cell; a session without it has status ``missing``; settings are that session's
     own (the differing ones included); ``ratio`` and ``*_delta`` are against the first
-    session; ``published_<gpu>_<torch>`` keeps the published text (units and special cells
-    as published) and ``..._it_per_s`` its figure in it/s (1 / x for a "2.34s" cell)."""
+    session; ``psnr_db`` / ``max_abs_diff`` / ``baseline_cell`` are that session's row's own
+    (against its own baseline; ``inf`` for identical); ``published_<gpu>_<torch>`` keeps the
+    published text (units and special cells as published) and ``..._it_per_s`` its figure
+    in it/s (1 / x for a "2.34s" cell)."""
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
     w.writerow(csv_columns(cmp, ref))
@@ -790,6 +852,7 @@ def to_csv(cmp: Comparison, ref: ReferenceView | None = None) -> str:
                 line += [csv_value(s.label), csv_value(s.path), r.cell if r is not None else ""]
                 line += [csv_value(r.status) if r is not None else MISSING]
                 line += [csv_value(m.it_per_s(i)), csv_value(m.ratio(i))]
+                line += [csv_value(getattr(r, c) if r is not None else None) for c in FIDELITY_COLUMNS]
                 for c in cmp.delta_columns:
                     line += [csv_value(m.value(c, i)), csv_value(m.delta(c, i))]
                 if ref is not None:

@@ -3,8 +3,10 @@ session.json need, folded as the events stream by.
 
 A long session's log is a million lines, nearly all ``StepTimed``; holding them as
 objects cost hundreds of MB. Here each cell keeps its handful of lifecycle, call and
-compile events, its steps as floats per (call, stage), and its telemetry as peaks and
-sample tuples, so memory grows with cells and calls, not with events. Every figure is
+compile events, its steps as floats per (call, stage), its telemetry as peaks and
+sample tuples, the attention backends its modules held and its last ``Fidelity``, so
+memory grows with cells and calls, not with events (no step event is kept: the
+dashboard folds a live session with this and relies on that). Every figure is
 still derived from events alone (:mod:`profiler.report.rows` defines them).
 """
 
@@ -28,6 +30,7 @@ from ..contract.events import (
     Environment,
     Error,
     Event,
+    Fidelity,
     GpuSample,
     GraphBreak,
     HostSample,
@@ -37,6 +40,7 @@ from ..contract.events import (
     RecompileLimit,
     SessionFinished,
     SessionStarted,
+    SettingsApplied,
     StageTimed,
     StepTimed,
     TorchMemory,
@@ -150,6 +154,11 @@ class CellFold:
         #: StepTimed.ms of measured steps per (call, stage); finite values only.
         self.steps: dict[tuple[Any, str], array[float]] = {}
         self.telemetry = Telemetry()
+        #: ``SettingsApplied.attention_backends`` per module key, later events overriding
+        #: (if-cascade-like pipelines may apply per stage).
+        self.attention_backends: dict[str, list[str]] = {}
+        #: The last ``Fidelity`` of the cell: the parent may recompute it (a resumed baseline).
+        self.fidelity: Fidelity | None = None
         self.sizes = asked_sizes(self.settings)
         self.size_of_call: dict[int, Size] = {}
         self._current: Size = self.sizes[0]
@@ -204,6 +213,11 @@ class CellFold:
             self.error = e
         elif isinstance(e, WorkerExited):
             self.exited = e
+        elif isinstance(e, SettingsApplied):
+            if isinstance(e.attention_backends, dict):
+                self.attention_backends.update(e.attention_backends)
+        elif isinstance(e, Fidelity):
+            self.fidelity = e
 
     def add_steps(self, steps: Iterable[StepTimed]) -> None:
         """Steps of this cell as :meth:`add` takes them one by one, the bookkeeping paid once

@@ -4,20 +4,34 @@ is what writes it (finalize, ``sdtop export``, the dashboard's export key)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ...pipelines import registry
 from ..contract import status as st
 from .fold import opt_str
-from .rows import Row
-from .text import ENV_LINE_LABELS, UNIT_LINE, escape_controls, fmt_rate, md_cell
+from .rows import LEVERS, Row, lever_off
+from .text import (
+    ENV_LINE_LABELS,
+    PARETO_LEGEND,
+    PARETO_MARK,
+    PSNR_NOTE,
+    PSNR_UNIT_NOTE,
+    UNIT_LINE,
+    escape_controls,
+    fmt_psnr,
+    fmt_rate,
+    fmt_steps_computed,
+    md_cell,
+)
 
 #: What a Markdown table shows for a combination that was never run (the seed's "-").
 NOT_RUN = "-"
 
 # Settings that may tell two cells of one (device, batch size, pipeline) apart, in the order
-# their parts appear in a column label. The compile settings are one part of the label.
+# their parts appear in a column label. The compile settings (scope included) are one part
+# of the label; the levers follow it as the seed's attention and compile do.
 _LABEL_KEYS = (
     "torch_version",
     "diffusers_version",
@@ -28,11 +42,18 @@ _LABEL_KEYS = (
     "compile_mode",
     "compile_backend",
     "fullgraph",
+    "compile_scope",
+    "quant",
+    "cache",
+    "offload",
+    "fuse_qkv",
     "channels_last",
     "size",
+    "frames",
     "steps",
     "iterations",
 )
+_COMPILE_KEYS = frozenset({"compile_mode", "compile_backend", "fullgraph", "compile_scope"})
 
 
 def to_markdown(rows: Iterable[Row], env: Mapping[str, Any] | None = None) -> str:
@@ -45,7 +66,11 @@ def to_markdown(rows: Iterable[Row], env: Mapping[str, Any] | None = None) -> st
     are listed once above the tables. Cells show the status instead of a figure when it is
     not ``ok`` ("OOM after warmup", "not supported: ..."), ``a / b / c`` for a multi-stage
     cell (if-cascade: stage I / stage II / upscaler), and "-" for a combination never run.
-    ``env`` (session.json's ``environment``) adds a versions line under the title.
+    Beside the it/s, where the row has them: a step cache's steps computed ("(12/28
+    computed)"), a video's frames/s, the PSNR against the cell's baseline, and
+    :data:`PARETO_MARK` for a cell on the speed–fidelity–memory front; notes under the
+    table say what each means. ``env`` (session.json's ``environment``) adds a versions line
+    under the title.
     """
     all_rows = list(rows)
     lines = ["# sdtop summary", ""]
@@ -107,8 +132,8 @@ def to_markdown(rows: Iterable[Row], env: Mapping[str, Any] | None = None) -> st
 
 
 def _label_values(row: Row) -> dict[str, Any]:
-    """The settings a column label may name. Backend and fullgraph mean nothing for an
-    uncompiled cell, so they are blanked there and cannot split "compile none" in two."""
+    """The settings a column label may name. Backend, fullgraph and scope mean nothing for
+    an uncompiled cell, so they are blanked there and cannot split "compile none" in two."""
     compiled = row.compile_mode not in (None, "none")
     size = f"{row.height}x{row.width}" if row.height is not None and row.width is not None else None
     return {
@@ -121,8 +146,14 @@ def _label_values(row: Row) -> dict[str, Any]:
         "compile_mode": row.compile_mode,
         "compile_backend": row.compile_backend if compiled else None,
         "fullgraph": row.fullgraph if compiled else None,
+        "compile_scope": row.compile_scope if compiled else None,
+        "quant": row.quant,
+        "cache": row.cache,
+        "offload": row.offload,
+        "fuse_qkv": row.fuse_qkv,
         "channels_last": row.channels_last,
         "size": size,
+        "frames": row.frames,
         "steps": row.steps,
         "iterations": row.iterations,
     }
@@ -156,10 +187,18 @@ def _part(key: str, value: Any) -> str:
         return f"{value} steps"
     if key == "iterations":
         return f"{value} iterations"
+    if key in ("quant", "cache", "offload"):
+        return f"{key} {value}"
+    if key == "fuse_qkv":
+        return "fuse qkv " + ("on" if value else "off")
+    if key == "compile_scope":
+        return f"compile scope {value}"
+    if key == "frames":
+        return f"{value} frames"
     return str(value)
 
 
-def _compile_part(values: Mapping[str, Any], show_backend: bool, show_fullgraph: bool) -> str:
+def _compile_part(values: Mapping[str, Any], show_backend: bool, show_fullgraph: bool, show_scope: bool = False) -> str:
     mode = values["compile_mode"]
     if mode in (None, "none"):
         return "compile none"
@@ -168,16 +207,19 @@ def _compile_part(values: Mapping[str, Any], show_backend: bool, show_fullgraph:
         extras.append(str(values["compile_backend"]))
     if show_fullgraph and values["fullgraph"] is not None:
         extras.append("fullgraph" if values["fullgraph"] else "no fullgraph")
+    if show_scope and values["compile_scope"] is not None:
+        extras.append(str(values["compile_scope"]))
     return f"compile {mode}" + (f" ({', '.join(extras)})" if extras else "")
 
 
 def _combo_label(values: Mapping[str, Any], keys: Sequence[str]) -> str:
     parts: list[str] = []
-    compile_keys = {"compile_mode", "compile_backend", "fullgraph"}
     for key in keys:
-        if key in compile_keys:
+        if key in _COMPILE_KEYS:
             if not any(p.startswith("compile ") for p in parts):
-                parts.append(_compile_part(values, "compile_backend" in keys, "fullgraph" in keys))
+                parts.append(
+                    _compile_part(values, "compile_backend" in keys, "fullgraph" in keys, "compile_scope" in keys)
+                )
         elif values[key] is not None:
             parts.append(_part(key, values[key]))
     return " · ".join(parts) or "it/s"
@@ -215,6 +257,15 @@ def _common_label(settings: Mapping[int, dict[str, Any]], exclude: Sequence[str]
         same, value = _constant(settings, key)
         if same and value is not None:
             parts.append(_part(key, value))
+    # A lever is named when every cell it applies to (compiled cells for the scope, videos
+    # for frames) holds it at one value other than off: a lever left off everywhere goes
+    # unsaid, as in the seed's tables, which had none.
+    for key in LEVERS:
+        if key in exclude:
+            continue
+        values = {v[key] for v in settings.values() if v[key] is not None}
+        if len(values) == 1 and not lever_off(key, value := next(iter(values))):
+            parts.append(_part(key, value))
     return " · ".join(parts)
 
 
@@ -229,14 +280,32 @@ def _cell_text(rows_of_cell: list[Row] | None) -> str:
     if not st.is_ok(status):
         return st.one_line(status, 80)
     note = " (eager fallback)" if any(r.eager_fallback for r in rows_of_cell) else ""
+    psnr = fmt_psnr(rows_of_cell[0].psnr_db)
+    fidelity = f" · PSNR {psnr}{'' if rows_of_cell[0].psnr_db == math.inf else ' dB'}" if psnr else ""
     sizes = _sizes_of(rows_of_cell)
     if len(sizes) == 1:
-        return " / ".join(fmt_rate(r.it_per_s) for r in rows_of_cell) + note
+        return _size_text(rows_of_cell) + fidelity + _mark(rows_of_cell) + note
     parts = [
-        f"{h}x{w}: " + " / ".join(fmt_rate(r.it_per_s) for r in rows_of_cell if (r.height, r.width) == (h, w))
+        f"{h}x{w}: " + _size_text(at) + _mark(at)
         for h, w in sizes
+        if (at := [r for r in rows_of_cell if (r.height, r.width) == (h, w)])
     ]
-    return " · ".join(parts) + note
+    return " · ".join(parts) + fidelity + note
+
+
+def _size_text(rows_at_size: Sequence[Row]) -> str:
+    """The stages' it/s at one size (each with its steps computed under a step cache), and
+    a video's frames/s (a whole-call figure, once)."""
+    stages = []
+    for r in rows_at_size:
+        computed = fmt_steps_computed(r.steps_computed, r.steps)
+        stages.append(fmt_rate(r.it_per_s) + (f" ({computed} computed)" if computed else ""))
+    fps = rows_at_size[0].frames_per_s
+    return " / ".join(stages) + (f" · {fmt_rate(fps)} frames/s" if fps is not None else "")
+
+
+def _mark(rows: Sequence[Row]) -> str:
+    return f" {PARETO_MARK}" if any(r.pareto for r in rows) else ""
 
 
 def _sizes_of(rows_of_cell: Sequence[Row]) -> list[tuple[int | None, int | None]]:
@@ -244,13 +313,30 @@ def _sizes_of(rows_of_cell: Sequence[Row]) -> list[tuple[int | None, int | None]
 
 
 def _table_notes(cells: Iterable[list[Row]]) -> list[str]:
+    """What the table's figures beside the it/s mean, each said once and only where the
+    table shows one; and why an ok cell of a table with PSNRs has none."""
     notes: list[str] = []
     cells = list(cells)
     if any(len(rs) > 1 and rs[0].pipeline == "if-cascade" for rs in cells):
         notes.append("if-cascade: stage I / stage II / upscaler.")
     if any(rs[0].pipeline == "if-cascade" and (rs[0].batch_size or 1) > 1 for rs in cells):
         notes.append(f"if-cascade: {registry.get('if-cascade').seed_note}.")
-    return notes
+    shown = [rs for rs in cells if st.is_ok(rs[0].status)]
+    if any(r.steps_computed is not None for rs in shown for r in rs):
+        notes.append(
+            "(n/N computed) = a step cache's steps whose denoiser really ran, of the call's N "
+            "(median of measured calls)."
+        )
+    if any(r.frames_per_s is not None for rs in shown for r in rs):
+        notes.append("frames/s = frames × batch size ÷ median whole-call time.")
+    if any(rs[0].psnr_db is not None for rs in shown):
+        notes.append(PSNR_NOTE + ".")
+        notes.append(PSNR_UNIT_NOTE + ".")
+        missing = [rs[0] for rs in shown if rs[0].psnr_db is None and rs[0].fidelity_note]
+        notes += [f"No PSNR for cell {r.cell} ({r.pipeline}): {r.fidelity_note}." for r in missing]
+    if any(r.pareto for rs in shown for r in rs):
+        notes.append(PARETO_LEGEND + ".")
+    return [escape_controls(n, keep_newlines=False) for n in notes]
 
 
 def _env_line(env: Mapping[str, Any]) -> str:

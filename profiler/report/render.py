@@ -11,6 +11,7 @@ error message must not reach a terminal raw.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +51,20 @@ def render_folded(session: SessionFold, fmt: Format, *, live: bool, table: list[
 
 
 def _json(doc: Any) -> str:
-    return escape_json(json.dumps(doc, indent=2, ensure_ascii=False, default=str)) + "\n"
+    return escape_json(json.dumps(_finite(doc), indent=2, ensure_ascii=False, default=str, allow_nan=False)) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with its infinite floats as the strings ``"inf"`` / ``"-inf"`` (what the
+    CSV writes; an identical output's PSNR is infinite) and NaN as null: JSON has neither,
+    and Python's ``Infinity`` token breaks every other reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def finalize(directory: Path | str, *, live: bool = False, on_warning: Warn | None = None) -> None:

@@ -140,6 +140,57 @@ parent's samples (``GpuSample`` with status ``ok``, ``HostSample``):
     The largest ``HostSample.rss_mib`` of the whole cell: the worker's resident memory
     (the process alone; compile sub-processes are not counted).
 
+Levers (issue 13), settings as the cell asked for them (``CellStarted.settings``); a
+session recorded before a lever existed reads it empty (it ran with the lever off, see
+:data:`LEVER_OFF`):
+
+``compile_scope``
+    ``whole`` (torch.compile of each denoiser) or ``regional`` (of its repeated blocks);
+    empty for an uncompiled cell, where it means nothing.
+``quant`` / ``cache`` / ``offload`` / ``fuse_qkv``
+    The quantisation (``none``, ``int8wo``, ``fp8dq`` ...), the step cache (``none``,
+    ``fbc:0.2``, ``taylorseer`` ...), the offload (``none``, ``model``, ``group``) and
+    whether attention's q/k/v projections were fused.
+``attention_backend``
+    The attention-dispatcher backend(s) the row's stage's modules really held after
+    ``set_attention_backend`` (``SettingsApplied.attention_backends``, the modules whose key
+    names the stage: "transformer" for ``main``, "I.transformer" for ``I``), distinct values
+    joined by "+"; empty for UNets (they have processors, not backends).
+``frames``
+    Frames per output video (``StageTimed.frames`` where the stage reported it, else the
+    setting); empty for images.
+``frames_per_s``
+    Video only: ``frames`` x ``batch_size`` / ``call_s_median``: frames made per second of
+    whole call (encoding and decoding included), the figure a video user compares.
+``steps_computed``
+    With a step cache: the median over the row's measured calls (the ones ``it_per_s``
+    reads) of ``StageTimed.steps_computed``, the steps whose denoiser really ran its deepest
+    block rather than reusing a cached result (``steps_computed`` of ``steps``); empty
+    without a cache.
+
+Fidelity, from the cell's last ``Fidelity`` event (the parent compares each cell's saved
+output with its baseline's, :mod:`profiler.host.fidelity`); cell-wide, repeated on every
+row of the cell:
+
+``baseline_cell``
+    The cell whose output this one is compared with (the first cell of the same kind with
+    no lossy lever, or ``--baseline N``). A baseline is its own: its row reads its own index,
+    also when it has no ``Fidelity`` of its own but other cells name it.
+``psnr_db``
+    PSNR of the decoded images (8-bit, peak 255; video: the saved frames) against the
+    baseline's, in dB; infinite when identical (CSV ``inf``, Markdown ``∞``), so the
+    baseline itself reads infinite. On random or tiny weights it measures numerical
+    deviation, not visual quality.
+``max_abs_diff``
+    The largest absolute difference between the float32 final latents (0 for the baseline).
+``fidelity_note``
+    Why there is no figure (``Fidelity.reason``: no baseline, shapes differ ...); empty
+    where there is one.
+``pareto``
+    Whether the row is on the speed–fidelity–memory Pareto front of the rows compared with
+    the same baseline (:mod:`profiler.report.pareto` defines it); empty where nothing was
+    judged (not ok, no PSNR, alone in its group).
+
 Settings columns (``weights`` ... ``iterations``) are what the cell asked for
 (``CellStarted.settings``): ``height``/``width`` is the image the cell produces (for a
 ``--resolutions`` row, the size the row's calls ran at). ``stage_height``/``stage_width``
@@ -160,7 +211,8 @@ died). See :mod:`profiler.report.statuses`.
 Rounding
 --------
 CSV keeps 4 decimals for every figure (full precision for analysis,
-:mod:`profiler.report.tables`); Markdown shows it/s with 2 decimals, like the seed (3
+:mod:`profiler.report.tables`), and writes an infinite one (an identical output's PSNR) as
+``inf``, which pandas reads as a float; Markdown shows it/s with 2 decimals, like the seed (3
 significant digits below 0.1 it/s, so slow cells do not read "0.00";
 :func:`profiler.report.text.fmt_rate`).
 
@@ -172,15 +224,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ...pipelines import registry
-from ..contract.events import NOT_COMPILE_TRIGGERS, CompileStarted, Event
+from ...pipelines.settings import CellSpec
+from ..contract.events import NOT_COMPILE_TRIGGERS, CompileStarted, Event, Fidelity, StageTimed
+from . import pareto
 from .figures import compile_figures, finite_list, median, percentile, telemetry_of
-from .fold import CellFold, SessionFold, Size, call_of, fold, opt_int, opt_str
+from .fold import CellFold, SessionFold, Size, call_of, finite, fold, opt_int, opt_str
 from .statuses import RUNNING, session_status
+
+#: The levers' columns, in their CSV order.
+LEVERS: tuple[str, ...] = ("compile_scope", "quant", "cache", "offload", "fuse_qkv", "frames")
+#: The value of each lever that means "off": :class:`CellSpec`'s own default, so a view
+#: that leaves an unused lever unsaid and compare's reading of a session recorded before
+#: the lever existed (it ran with it off) cannot drift from what a cell runs.
+LEVER_OFF: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(CellSpec) if f.name in LEVERS}
+
+
+def lever_off(name: str, value: Any) -> bool:
+    """Whether a lever's value (a :class:`Row`'s) means off: empty, or :data:`LEVER_OFF`."""
+    return value is None or value == LEVER_OFF[name]
 
 
 @dataclass(frozen=True)
@@ -243,6 +309,21 @@ class Row:
     # earlier columns keep their places.
     stage_height: int | None = None
     stage_width: int | None = None
+    # The levers and the output's fidelity (issue 13), appended for the same reason.
+    compile_scope: str | None = None
+    quant: str | None = None
+    cache: str | None = None
+    offload: str | None = None
+    fuse_qkv: bool | None = None
+    attention_backend: str | None = None
+    frames: int | None = None
+    frames_per_s: float | None = None
+    steps_computed: float | None = None
+    psnr_db: float | None = None
+    max_abs_diff: float | None = None
+    baseline_cell: int | None = None
+    fidelity_note: str | None = None
+    pareto: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -290,12 +371,30 @@ def rows_of(session: SessionFold, *, live: bool) -> list[Row]:
     out: list[Row] = []
     for cell in sorted(session.cells):
         out.extend(cell_rows(session, cell, live=live))
-    return out
+    return with_session_columns(out)
+
+
+def with_session_columns(rows: Sequence[Row]) -> list[Row]:
+    """``rows`` (a session's, in any order) with the columns no cell can know alone: a
+    baseline's own fidelity where only the cells compared with it name it (its
+    ``baseline_cell`` is itself, ``psnr_db`` infinite, ``max_abs_diff`` 0), then the
+    Pareto mark (:func:`profiler.report.pareto.mark`). :func:`rows_of` applies it; so does a
+    view that assembles rows cell by cell (the dashboard, :func:`cell_rows`). Applying it
+    twice changes nothing."""
+    named = {r.baseline_cell for r in rows if r.baseline_cell not in (None, r.cell) and r.psnr_db is not None}
+    filled = [
+        dataclasses.replace(r, baseline_cell=r.cell, psnr_db=math.inf, max_abs_diff=0.0, fidelity_note=None)
+        if r.cell in named and r.baseline_cell is None and r.psnr_db is None
+        else r
+        for r in rows
+    ]
+    return pareto.mark(filled)
 
 
 def cell_rows(session: SessionFold, cell: int, *, live: bool) -> list[Row]:
     """One started cell's rows, from a fold that may still be growing: how the dashboard
-    keeps its table current without going over the session again."""
+    keeps its table current without going over the session again. Without the columns
+    that need the whole session (:func:`with_session_columns`): ``pareto`` is empty."""
     status = session_status(session, cell, live=live)
     return _cell_rows(session.cells[cell], status, session.session_env)
 
@@ -336,6 +435,15 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
     stages = _stage_names(pipeline, batch_size, c)
     sizes = c.all_sizes()
     compiled = opt_str(s.get("compile_mode")) not in (None, "none")
+    common.update(
+        compile_scope=opt_str(s.get("compile_scope")) if compiled else None,
+        quant=opt_str(s.get("quant")),
+        cache=opt_str(s.get("cache")),
+        offload=opt_str(s.get("offload")),
+        fuse_qkv=_opt_bool(s.get("fuse_qkv")),
+        **_fidelity(c),
+    )
+    asked_frames = opt_int(s.get("frames"))
     out: list[Row] = []
     for size in sizes:
         # One size (the usual case): every event of the cell. Several: the events of the
@@ -382,9 +490,10 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
             # One step per stage is sampled per cell: its kernel is the stage's at every size.
             kernels = [e.sdpa_kernel for e in c.stage_timed if e.stage == stage and isinstance(e.sdpa_kernel, str)]
             step_ms = _step_ms(c, stage, completed, size, sizes)
-            stage_height, stage_width = _stage_hw(
-                pipeline, stage, size, [e for e in c.stage_timed if e.stage == stage and here(e)]
-            )
+            stage_timed = [e for e in c.stage_timed if e.stage == stage and here(e)]
+            stage_height, stage_width = _stage_hw(pipeline, stage, size, stage_timed)
+            frames = _frames(stage_timed, asked_frames)
+            call_s = call_figures["call_s_median"]
             out.append(
                 Row(
                     stage=stage,
@@ -393,6 +502,12 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
                     step_ms_p50=percentile(step_ms, 50),
                     step_ms_p95=percentile(step_ms, 95),
                     sdpa_kernel=next((k for k in reversed(kernels) if k), None),
+                    attention_backend=_backend_of(c.attention_backends, stage, stages),
+                    frames=frames,
+                    frames_per_s=(
+                        frames * (batch_size or 1) / call_s if frames is not None and call_s else None
+                    ),
+                    steps_computed=median(finite_list(e.steps_computed for e in timed)),
                     **call_figures,
                     **compile_figures(
                         [e for e in compile_evs if _stage_of(e, stages) == stage],
@@ -407,6 +522,48 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
                 )
             )
     return out
+
+
+def _fidelity(c: CellFold) -> dict[str, Any]:
+    """The fidelity columns of a cell (the module docstring): its last ``Fidelity``; a PSNR
+    the event could not carry (JSON has no infinity: null with ``identical``) is infinite,
+    as is a baseline's against itself."""
+    f: Fidelity | None = c.fidelity
+    if f is None:
+        return {}
+    baseline = f.baseline_cell if isinstance(f.baseline_cell, int) and not isinstance(f.baseline_cell, bool) else None
+    own = baseline is not None and baseline == c.started.cell
+    psnr = finite(f.psnr_db)
+    if psnr is None and (f.identical is True or own):
+        psnr = math.inf
+    diff = finite(f.max_abs_diff)
+    if diff is None and own:
+        diff = 0.0
+    return {
+        "baseline_cell": baseline,
+        "psnr_db": psnr,
+        "max_abs_diff": diff,
+        "fidelity_note": opt_str(f.reason) if psnr is None else None,
+    }
+
+
+def _backend_of(backends: Mapping[str, Any], stage: str, stages: list[str]) -> str | None:
+    """The attention backend(s) the stage's modules held, distinct, joined by "+" (modules
+    are attributed to stages by key, as compile events are: "I.transformer" -> ``I``)."""
+    found: list[str] = []
+    for module, values in backends.items():
+        if _stage_of_module(module, stages) != stage or not isinstance(values, list):
+            continue
+        found += [v for v in values if isinstance(v, str) and v and v not in found]
+    return "+".join(found) or None
+
+
+def _frames(timed: list[StageTimed], asked: int | None) -> int | None:
+    """Frames per video: what the stage reported, else what the cell asked; None for images."""
+    reported = [e.frames for e in timed if isinstance(e.frames, int) and e.frames > 0]
+    if reported:
+        return reported[-1]
+    return asked if asked is not None and asked > 0 else None
 
 
 def _stage_hw(pipeline: str, stage: str, size: Size, timed: list[Any]) -> tuple[int | None, int | None]:
@@ -442,11 +599,17 @@ def _step_ms(c: CellFold, stage: str, completed: set[Any], size: Size, sizes: li
 
 
 def _stage_of(e: Event, stages: list[str]) -> str:
-    """The stage a compile event belongs to, from its module key ("I.unet" -> "I",
-    "unet" -> "main"); the first stage for a module no stage names, and for other events."""
+    """The stage a compile event belongs to, from its module key (:func:`_stage_of_module`);
+    the first stage for other events."""
     module = getattr(e, "module", None)
     if not isinstance(module, str):
         return stages[0]
+    return _stage_of_module(module, stages)
+
+
+def _stage_of_module(module: str, stages: list[str]) -> str:
+    """The stage a module key belongs to ("I.unet" -> "I", "unet" -> "main"); the first
+    stage for a module no stage names."""
     stage = module.split(".", 1)[0] if "." in module else "main"
     return stage if stage in stages else stages[0]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .figures import compile_figures, percentile, telemetry_figures
 from .markdown import NOT_RUN, to_markdown
-from .rows import COLUMNS, Row, rows, session_environment
+from .rows import COLUMNS, LEVERS, Row, lever_off, rows, session_environment, with_session_columns
 from .statuses import INTERRUPTED, RUNNING, cell_status, cell_statuses
 from .tables import csv_value, to_csv
 from .text import NO_FIGURE, UNIT_LINE
@@ -13,6 +13,7 @@ from .text import NO_FIGURE, UNIT_LINE
 __all__ = [
     "COLUMNS",
     "INTERRUPTED",
+    "LEVERS",
     "NOT_RUN",
     "NO_FIGURE",
     "RUNNING",
@@ -22,10 +23,12 @@ __all__ = [
     "cell_statuses",
     "compile_figures",
     "csv_value",
+    "lever_off",
     "percentile",
     "rows",
     "session_environment",
     "telemetry_figures",
     "to_csv",
     "to_markdown",
+    "with_session_columns",
 ]

@@ -16,12 +16,16 @@ from .text import escape_controls
 
 def csv_value(v: Any) -> str:
     """Empty for a missing figure, ``true``/``false`` for flags, 4 decimals for figures,
-    text with its control characters escaped (an error message may carry ESC)."""
+    ``inf`` / ``-inf`` for an infinite one (an identical output's PSNR: pandas reads both
+    as floats; NaN, never a figure, is empty), text with its control characters escaped
+    (an error message may carry ESC)."""
     if v is None:
         return ""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
         return f"{v:.4f}" if math.isfinite(v) else ""
     return escape_controls(str(v), keep_newlines=False)
 

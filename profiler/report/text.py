@@ -8,6 +8,7 @@ import this; the reverse is forbidden) cannot drift apart.
 
 from __future__ import annotations
 
+import math
 import re
 
 #: The line under every it/s table, so nobody mistakes the unit (the seed's T4 table
@@ -16,6 +17,25 @@ UNIT_LINE = "it/s = denoising steps per second, median of measured calls"
 
 #: What a table shows for an ok cell that produced no figure (no measured call).
 NO_FIGURE = "n/a"
+
+#: What marks a row on the speed–fidelity–memory Pareto front (:mod:`profiler.report.pareto`)
+#: in every table: the summary's Markdown, the dashboard.
+PARETO_MARK = "★"
+#: The legend of :data:`PARETO_MARK`, under every table that shows it.
+PARETO_LEGEND = (
+    f"{PARETO_MARK} = on the Pareto front of the cells compared with the same baseline "
+    "(call time, PSNR and peak memory: no other cell is as good in all three and better in one)"
+)
+#: How a table writes an infinite PSNR (the output is identical to its baseline's); the CSV
+#: and JSON write ``inf``.
+INFINITE_PSNR = "∞"
+#: Under every table that shows a PSNR (the caveat people miss).
+PSNR_NOTE = (
+    "PSNR/max_abs_diff against each cell's baseline (baseline_cell); on random or tiny weights "
+    "PSNR measures numerical deviation, not visual quality"
+)
+#: What :data:`INFINITE_PSNR` means, beside :data:`PSNR_NOTE`.
+PSNR_UNIT_NOTE = f"PSNR in dB; {INFINITE_PSNR} = identical to the baseline's output"
 
 #: Versions of a session's environment (key, the label a person reads), in the order they
 #: are shown: compare calls out the ones that differ between sessions.
@@ -69,3 +89,22 @@ def fmt_rate(v: float | None) -> str:
     if v is None:
         return NO_FIGURE
     return f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3g}"
+
+
+def fmt_psnr(v: float | None) -> str:
+    """A PSNR in dB with one decimal (a tenth of a dB is below what anyone reads into it),
+    :data:`INFINITE_PSNR` for an identical output, "" when there is none."""
+    if v is None or math.isnan(v):
+        return ""
+    if math.isinf(v):
+        return INFINITE_PSNR
+    return f"{v:.1f}"
+
+
+def fmt_steps_computed(computed: float | None, steps: int | None) -> str:
+    """Steps a step cache let the denoiser really compute, of the call's steps ("12/28"):
+    a median of calls may fall between two counts ("12.5/28"); "" without a cache."""
+    if computed is None:
+        return ""
+    count = f"{computed:.0f}" if float(computed).is_integer() else f"{computed:.1f}"
+    return f"{count}/{steps}" if steps else count

@@ -34,7 +34,8 @@ from .memory import MemoryModel
 from .summary import SummaryModel
 
 #: Events after which a cell's summary rows may differ (status or figures of the cell).
-_ROW_EVENTS = (ev.CellFinished, ev.WorkerExited, ev.Error, ev.CellStarted)
+# Fidelity: the parent judges a cell after its worker exits, so its PSNR comes last.
+_ROW_EVENTS = (ev.CellFinished, ev.WorkerExited, ev.Error, ev.CellStarted, ev.Fidelity)
 
 PANELS = ("header", "latency", "memory", "events", "summary")
 

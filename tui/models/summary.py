@@ -5,17 +5,25 @@ CSV never disagree. On top of them this adds the two things the table is for: wh
 cell is fastest (highlighted) and by how much a setting changed things (speedup against
 the first cell of the same pipeline, stage and batch size: the matrix's order puts the
 "no compile, sdpa" baseline first, as the seed's tables did).
+
+Where the session used the second wave's levers it shows them too: a ``levers`` column
+(quant, cache, offload, fused q/k/v that are on), each cell's PSNR against its baseline
+and the Pareto mark (:mod:`profiler.report.pareto`), with a legend line above the table.
+Each appears only where some row has it, so a session without levers looks as before and
+keeps its columns at 80 wide.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ...profiler.contract import status as st
 from ...profiler.report import summary
+from ...profiler.report.text import INFINITE_PSNR, PARETO_LEGEND, PARETO_MARK, PSNR_NOTE, PSNR_UNIT_NOTE, fmt_psnr
 from . import fmt
 
 #: Sort orders, in the order the sort key cycles through them.
@@ -47,7 +55,29 @@ def _compile_text(r: summary.Row) -> str:
     mode = r.compile_mode or "?"
     if mode == "none":
         return "none"
-    return f"{mode}/{r.compile_backend}" if r.compile_backend and r.compile_backend != "inductor" else mode
+    text = f"{mode}/{r.compile_backend}" if r.compile_backend and r.compile_backend != "inductor" else mode
+    return text + ("/regional" if r.compile_scope == "regional" else "")
+
+
+def levers_text(r: summary.Row) -> str:
+    """The levers of the row that are on, short ("fp8dq fbc:0.2 offload:model fuse"): the
+    words that tell a session's lever cells apart; "—" for none."""
+    parts = [str(getattr(r, k)) for k in ("quant", "cache") if not summary.lever_off(k, getattr(r, k))]
+    if not summary.lever_off("offload", r.offload):
+        parts.append(f"offload:{r.offload}")
+    if r.fuse_qkv:
+        parts.append("fuse")
+    return " ".join(parts) or "—"
+
+
+def _psnr_text(r: summary.Row) -> str:
+    return fmt_psnr(r.psnr_db) or "—"
+
+
+#: The legend line above the table at 80 wide (wider, :data:`PARETO_LEGEND` in full).
+SHORT_LEGEND = f"{PARETO_MARK} Pareto front (time, PSNR, memory) · PSNR dB vs baseline, {INFINITE_PSNR} identical"
+#: From this many columns the legend is spelled out, as :mod:`tui.models.compare` does.
+WIDE_LEGEND = 100
 
 
 def _seconds(value: float | None) -> str:
@@ -63,8 +93,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("dtype", "dtype", lambda t: t.row.dtype or "?", 5, 3),
     Column("batch", "b", lambda t: str(t.row.batch_size or "?"), 3, 1, numeric=True),
     Column("status", "status", lambda t: t.row.status, 28, 0),
+    Column("levers", "levers", lambda t: levers_text(t.row), 16, 0),
     Column("it/s", "it/s", lambda t: fmt.rate(t.row.it_per_s), 7, 0, numeric=True),
     Column("speedup", "×", lambda t: "—" if t.speedup is None else f"{t.speedup:.2f}", 5, 0, numeric=True),
+    Column("psnr", "PSNR", lambda t: _psnr_text(t.row), 6, 0, numeric=True),
+    Column("pareto", PARETO_MARK, lambda t: PARETO_MARK if t.row.pareto else "", 3, 0),
     Column("p50", "p50 ms", lambda t: fmt.ms(t.row.step_ms_p50), 7, 1, numeric=True),
     Column("p95", "p95 ms", lambda t: fmt.ms(t.row.step_ms_p95), 7, 2, numeric=True),
     Column("first", "1st s", lambda t: _seconds(t.row.first_call_s), 7, 2, numeric=True),
@@ -101,8 +134,11 @@ class SummaryModel:
         self._table: list[TableRow] = []
 
     def set_rows(self, rows: Sequence[summary.Row]) -> bool:
-        """Keep the rows of finished cells (a running cell has no figures to compare yet)."""
-        kept = [r for r in rows if r.status != summary.RUNNING]
+        """Keep the rows of finished cells (a running cell has no figures to compare yet),
+        with the columns only the whole session decides (a baseline's own PSNR, the Pareto
+        mark: :func:`profiler.report.rows.with_session_columns`), since the dashboard builds
+        its rows cell by cell."""
+        kept = summary.with_session_columns([r for r in rows if r.status != summary.RUNNING])
         if kept == self.rows:
             return False
         self.rows = kept
@@ -120,6 +156,31 @@ class SummaryModel:
     def table(self) -> list[TableRow]:
         return sorted(self._table, key=_sort_key(self.sort))
 
+    def shown(self, key: str) -> bool:
+        """Whether a column that only some sessions fill has something to show: the stage
+        (a pipeline with stages), the levers, the PSNR, the Pareto mark."""
+        if key == "stage":
+            return any(r.stage != "main" for r in self.rows)
+        if key == "levers":
+            return any(levers_text(r) != "—" for r in self.rows)
+        if key == "psnr":
+            return any(r.psnr_db is not None for r in self.rows)
+        if key == "pareto":
+            return any(r.pareto for r in self.rows)
+        return True
+
+    def legend(self, width: int) -> list[str]:
+        """The lines above the table that say what the PSNR and the mark are: one, cut to
+        ``width``, below :data:`WIDE_LEGEND` columns (at 80×24 every line is a row fewer);
+        spelled out and wrapped above."""
+        if not (self.shown("psnr") or self.shown("pareto")):
+            return []
+        if width < WIDE_LEGEND:
+            return [fmt.truncate(SHORT_LEGEND, width)]
+        lines = [PARETO_LEGEND] if self.shown("pareto") else []
+        lines.append(f"{PSNR_UNIT_NOTE} · {PSNR_NOTE}")
+        return [part for x in lines for part in textwrap.wrap(x, width, subsequent_indent="  ")]
+
     def column_width(self, column: Column) -> int:
         """Characters the column needs for its header and rows, capped at its maximum."""
         widest = max([len(column.header) + 2, *(len(column.text(t)) for t in self._table)])
@@ -127,17 +188,21 @@ class SummaryModel:
 
     def columns(self, width: int, extra: Sequence[Column] = ()) -> list[tuple[Column, int]]:
         """The columns that fit ``width`` cells, with their widths, dropping the least
-        useful first. A stage column only when some pipeline has stages (if-cascade).
+        useful first. A stage column only when some pipeline has stages (if-cascade), the
+        levers, PSNR and Pareto columns only when some row has one (:meth:`shown`).
 
         ``extra`` (another session's figures, a published one: :mod:`tui.models.compare`)
         go right after the speedup, beside the it/s they are read against. Dropping is by
         whole priority levels, which at 80 columns can drop a column that alone would still
         fit: then the stage (without it if-cascade's rows read alike), the extra columns and
         the speedup come back, in that order, where they fit. While comparing, the speedup
-        within this session gives way before the comparison does.
+        within this session gives way before the comparison does; so it does before the
+        levers, the PSNR and the Pareto mark of a session with levers (at 80 columns they
+        tell its cells apart and say what each speedup cost; the speedup is read against
+        the baseline's it/s, which is in the table too).
         """
-        cols = [c for c in COLUMNS if c.key != "stage" or any(r.stage != "main" for r in self.rows)]
-        if extra:
+        cols = [c for c in COLUMNS if self.shown(c.key)]
+        if extra or self.shown("levers") or self.shown("psnr"):
             cols = [dataclasses.replace(c, priority=1) if c.key == "speedup" else c for c in cols]
             at = next((i + 1 for i, c in enumerate(cols) if c.key == "speedup"), len(cols))
             cols[at:at] = extra

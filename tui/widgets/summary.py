@@ -2,6 +2,8 @@
 
 With a second session or the published column on (:class:`tui.models.compare.CompareModel`),
 the lines above the table say what is compared and the extra columns sit after the speedup.
+Where cells have a PSNR or a Pareto mark, a legend line above the table says what they are
+(:meth:`tui.models.summary.SummaryModel.legend`); the mark is bold, so it reads at a glance.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def cell_text(column: Column, row: TableRow, width: int, compare: CompareModel |
         style = ratio_style(row.speedup)
     elif column.key == "ratio" and compare is not None:
         style = ratio_style(compare.ratio(row.row))
+    elif column.key == "pareto":
+        style = "bold yellow"
     return Text(raw, style=style, justify="right" if column.numeric else "left", no_wrap=True)
 
 
@@ -83,6 +87,7 @@ class SummaryPanel(Widget):
         width = max(20, self.size.width - 2)
         compare = self.compare if self.compare is not None and self.compare.active else None
         notes = compare.notes(max(20, self.content_size.width)) if compare is not None else []
+        notes += m.legend(max(20, self.content_size.width))
         shown = self.query_one("#summary-notes", Static)
         shown.update("\n".join(notes))
         shown.display = bool(notes)
