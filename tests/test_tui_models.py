@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from sdtop.pipelines import registry
 from sdtop.pipelines.settings import CellSpec, MatrixSpec
 from sdtop.profiler.contract import events as ev
 from sdtop.profiler.host.session import read_events
@@ -30,8 +31,8 @@ from tests.helpers_events import H100, T0, cell_events, session_events
 
 SESSIONS = Path(__file__).parent / "fixtures" / "sessions"
 GPU_SPEC = CellSpec("sd-txt2img", weights="random", device="cuda", dtype="fp16", steps=10, iterations=3, warmup=1)
-#: The seed's six pipelines, in the order every list of them has.
-SIX = "sd-txt2img, sd-img2img, sd-inpaint, sd-controlnet, if-cascade, sdxl-txt2img"
+#: Every pipeline, in the order every list of them has (the seed's six, then the transformers).
+ALL_PIPELINES = ", ".join(registry.PIPELINE_NAMES)
 
 
 def fixture(name: str) -> list[ev.Event]:
@@ -307,10 +308,10 @@ def test_summary_columns_fit_the_width() -> None:
 
 def test_default_matrix_is_the_embedded_default() -> None:
     cpu = default_matrix(False)
-    assert cpu.pipelines == tuple(SIX.split(", ")) and cpu.weights == ("tiny",)
+    assert cpu.pipelines == registry.PIPELINE_NAMES and cpu.weights == ("tiny",)
     gpu = default_matrix(True)
     assert gpu.pipelines == ("sd-txt2img",) and gpu.weights == ("random",)
-    assert cells_text(cpu, cuda_available=False) == "6 cells × 4 calls"
+    assert cells_text(cpu, cuda_available=False) == f"{len(registry.PIPELINE_NAMES)} cells × 4 calls"
 
 
 @pytest.mark.parametrize(
@@ -320,7 +321,7 @@ def test_default_matrix_is_the_embedded_default() -> None:
         ("steps", "ten", ["--steps", "ten"], "--steps takes whole numbers >= 1, got 'ten'"),
         ("height", "100", ["--height", "100"], "--height must be a multiple of 8, got 100"),
         ("iterations", "", ["--iterations", ""], "--iterations needs at least one whole number >= 1"),
-        ("pipelines", [], ["--pipeline", " "], f"--pipeline needs at least one value; valid: {SIX}"),
+        ("pipelines", [], ["--pipeline", " "], f"--pipeline needs at least one value; valid: {ALL_PIPELINES}"),
     ],
 )
 def test_setup_form_gives_the_cli_message(

@@ -67,6 +67,8 @@ WIDGETS: dict[str, tuple[Callable[[Dashboard], Widget], str]] = {
     "memory_no_nvml": (lambda d: MemoryPanel(d.memory), "crashed"),
     "events": (lambda d: EventsPanel(d.log), "recompile"),
     "summary": (lambda d: SummaryPanel(d.summary), "clean"),
+    # levers, PSNR and the Pareto mark with their legend line (the speedup gives way at 80)
+    "summary_levers": (lambda d: SummaryPanel(d.summary), "levers"),
 }
 
 
@@ -147,15 +149,31 @@ def test_live_screen_while_running(snap_compare: SnapCompare, tmp_path: Path) ->
     prepare.runners[0].stop()
 
 
+SETUP_TABS = ("what", "attention", "levers", "shape", "run")
+
+
 @pytest.mark.parametrize("size", SIZES)
-def test_setup_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
-    assert snap_compare(SdtopApp(has_gpu=False), terminal_size=size)
+@pytest.mark.parametrize("tab", SETUP_TABS)
+def test_setup_screen(snap_compare: SnapCompare, tab: str, size: tuple[int, int]) -> None:
+    """Each tab as ctrl+n brings it forward (its first field focused): every field in sight
+    at 80×24, chosen options filled and bold, the others hollow and muted."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        pilot.app.animation_level = "none"  # the tab underline lands at once, not in 0.3 s
+        await pilot.press(*["ctrl+n"] * SETUP_TABS.index(tab))
+        await pilot.pause()
+
+    assert snap_compare(SdtopApp(has_gpu=False), terminal_size=size, run_before=run_before)
 
 
 def test_setup_screen_rejects_a_value(snap_compare: SnapCompare) -> None:
+    """A bad value on another tab: ctrl+r starts nothing, shows the CLI's line, and brings
+    the field's tab forward with the field focused."""
+
     async def run_before(pilot: Pilot[Any]) -> None:
-        await pilot.click("#steps")
-        await pilot.press("end", "backspace", "backspace", "0", "ctrl+r")
+        pilot.app.animation_level = "none"
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n", "tab")  # Shape: batch, then steps
+        await pilot.press("end", "backspace", "backspace", "0", "ctrl+p", "ctrl+r")
         await pilot.pause()
 
     assert snap_compare(SdtopApp(has_gpu=True), terminal_size=(80, 24), run_before=run_before)

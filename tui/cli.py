@@ -87,7 +87,9 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
         help="comma list of: whole (torch.compile the denoiser, default), regional (compile_repeated_blocks: "
         "its repeated blocks, compiled once); compiled cells only",
     )
-    g.add_argument("--quant", default="none", help=f"comma list of: {', '.join(settings.QUANTS)} (torchao, on the denoiser)")
+    g.add_argument(
+        "--quant", default="none", help=f"comma list of: {', '.join(settings.QUANTS)} (torchao, on the denoiser)"
+    )
     g.add_argument("--cache", default="none", help=f"comma list of step caches on the denoiser: {settings.CACHES_FORM}")
     g.add_argument("--offload", default="none", help="comma list of: none, model, group (CUDA only)")
     g.add_argument("--fuse-qkv", default="off", help="comma list of: off, on (fused QKV projections)")

@@ -41,6 +41,7 @@ KEYS = (
             ("?", "this help"),
             ("q / ctrl+c", "stop the worker cleanly and quit"),
             ("ctrl+r", "setup: start the matrix"),
+            ("ctrl+n / ctrl+p", "setup: next / previous tab"),
         ),
     ),
 )
