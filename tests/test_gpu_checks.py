@@ -17,8 +17,10 @@ from sdtop.profiler.contract.events import (
     CudagraphSkip,
     Environment,
     Event,
+    Fidelity,
     Recompile,
     RecompileLimit,
+    SettingsApplied,
     StageTimed,
     StepTimed,
 )
@@ -169,3 +171,65 @@ def test_a_missing_session_is_a_failure_and_the_exit_status_says_so(
     assert capsys.readouterr().out.startswith("FAIL all-ok: ")
     good = write(tmp_path, "good", session_events([spec()]))
     assert checks.main(["all-ok", str(good)]) == 0
+
+
+def _judged(events: list[Event], psnr: dict[int, float | None], backends: dict[int, str]) -> list[Event]:
+    """Add what a DiT cell records: the backend read back, and the parent's Fidelity."""
+    out: list[Event] = []
+    for e in events:
+        if isinstance(e, SettingsApplied) and e.cell in backends:
+            e = dataclasses.replace(e, attention_backends={"transformer": [backends[e.cell]]})
+        out.append(e)
+        if isinstance(e, CellFinished) and e.cell in psnr:
+            value = psnr[e.cell]
+            out.append(
+                Fidelity(
+                    cell=e.cell,
+                    baseline_cell=0,
+                    psnr_db=value,
+                    max_abs_diff=0.0 if value is None else 0.01,
+                    identical=value is None,
+                )
+            )
+    return out
+
+
+def _compiled(events: list[Event], cell: int) -> list[Event]:
+    out: list[Event] = []
+    for e in events:
+        out.append(e)
+        if isinstance(e, StageTimed) and e.cell == cell and e.call == 0:
+            out.append(CompileStarted(cell=cell, module="transformer", compile_id="0/0", call=0))
+            out.append(CompileFinished(cell=cell, module="transformer", compile_id="0/0", call=0, duration_s=9.0))
+    return out
+
+
+def test_levers_want_every_dit_cell_ok_read_back_and_judged(tmp_path: Path) -> None:
+    dit = {"pipeline": "flux-txt2img", "attention": "native", "dtype": "bf16"}
+    cells = [spec(**dit), spec(**dit, compile_mode="default", compile_scope="regional")]
+    events = _compiled(session_events(cells), 1)
+    good = _judged(events, {0: None, 1: 52.0}, {0: "native", 1: "native"})
+    assert outcomes("levers", write(tmp_path, "good", good)) == ["PASS", "PASS"]
+    # no PSNR for the regional cell, and no backend read back: FAIL on that row only
+    bad = _judged(events, {0: None}, {0: "native"})
+    assert outcomes("levers", write(tmp_path, "bad", bad)) == ["PASS", "FAIL"]
+    # a regional cell that compiled nothing is not regional compile
+    flat = _judged(session_events(cells), {0: None, 1: 52.0}, {0: "native", 1: "native"})
+    assert outcomes("levers", write(tmp_path, "flat", flat)) == ["PASS", "FAIL"]
+    # no regional cell at all: the session does not show what the step is for
+    only_eager = _judged(session_events(cells[:1]), {0: None}, {0: "native"})
+    assert outcomes("levers", write(tmp_path, "eager", only_eager)) == ["FAIL", "PASS"]
+
+
+def test_fp8_wants_a_lossy_ok_cell_beside_its_baseline(tmp_path: Path) -> None:
+    dit = {"pipeline": "flux-txt2img", "attention": "native", "dtype": "bf16"}
+    cells = [spec(**dit), spec(**dit, quant="fp8dq")]
+    good = _judged(session_events(cells), {0: None, 1: 38.5}, {0: "native", 1: "native"})
+    assert outcomes("fp8", write(tmp_path, "good", good)) == ["PASS", "PASS"]
+    # identical to bf16: the quantization did not happen
+    same = _judged(session_events(cells), {0: None, 1: None}, {0: "native", 1: "native"})
+    assert outcomes("fp8", write(tmp_path, "same", same)) == ["PASS", "FAIL"]
+    refused = session_events(cells, overrides={1: {"outcome": "unsupported"}})
+    refused = _judged(refused, {0: None}, {0: "native"})
+    assert outcomes("fp8", write(tmp_path, "cpu", refused), dry_run=True) == ["PASS", "SKIP"]
+    assert outcomes("fp8", write(tmp_path, "card", refused)) == ["PASS", "FAIL"]
