@@ -10,6 +10,10 @@ the objects the pipelines call, compiled wrappers included): a forced SDPA kerne
 only around the denoisers' forward, never the VAE (:mod:`.attention`); on CUDA one step's
 kernels are sampled to say which SDPA kernel ran; with several modules compiled into CUDA
 graphs each step is marked once (:mod:`.cudagraphs`).
+
+The second wave's levers (transformer attention backends, fused QKV, torchao quantisation,
+regional compile, step caches, offload) are functions of :mod:`.levers` and
+:mod:`.levers_cache`; :func:`apply_settings` says in which order they are applied and why.
 """
 
 from __future__ import annotations
@@ -17,24 +21,21 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
+from ...pipelines import registry
 from ...pipelines.builders.build import BuiltPipeline
 from ...pipelines.registry import module_key
-from ...pipelines.settings import CellSpec
+from ...pipelines.settings import CellSpec, canonical_attention
+from . import levers
 from .attention import ForcedKernel, KernelProbe, probe_hook, scope_kernel, sdpa_backend_context
 from .cudagraphs import StepMarker, needs_step_marks
+from .levers import NATIVE_SDPA, Target, Unsupported
+from .levers_cache import ComputedSteps, cache_problem, count_steps, enable_cache
 from .timing import on_step_boundary
 
-if TYPE_CHECKING:
-    from diffusers.pipelines.pipeline_utils import DiffusionPipeline
-
-
-class Unsupported(RuntimeError):
-    """This combination cannot run here; the cell becomes "not supported: <reason>"."""
-
+__all__ = ["Applied", "ComputedSteps", "Unsupported", "apply_settings", "denoisers", "preflight"]
 
 SDPA_KERNELS = {
     "sdpa-flash": "FLASH_ATTENTION",
@@ -71,25 +72,7 @@ class Applied:
         return counter.take() if counter is not None else None
 
 
-class ComputedSteps:
-    """Counts, over one call, the denoiser's forward calls and the calls in which its
-    deepest block really ran; ``take`` turns them into steps computed (a CFG pipeline that
-    calls the denoiser twice a step counts each step once)."""
-
-    def __init__(self, steps_per_call: int) -> None:
-        self.steps_per_call = steps_per_call
-        self.forwards = 0
-        self.deep = 0
-
-    def take(self) -> int | None:
-        forwards, deep = self.forwards, self.deep
-        self.forwards = self.deep = 0
-        if forwards == 0:
-            return None
-        return round(self.steps_per_call * deep / forwards)
-
-
-def denoisers(built: BuiltPipeline) -> Iterator[tuple[str, DiffusionPipeline, str, torch.nn.Module]]:
+def denoisers(built: BuiltPipeline) -> Iterator[Target]:
     """(key, pipe, attribute, module) for every module the seed would compile."""
     for st in built.stages:
         for attr in st.compiled:
@@ -130,8 +113,23 @@ def _to_sdpa(module: torch.nn.Module) -> None:
 
 
 def apply_attention(built: BuiltPipeline, spec: CellSpec) -> Applied:
+    """The cell's attention on every denoiser, read back.
+
+    UNet pipelines: their processors (the seed's choices; a dispatcher name with an SDPA
+    equivalent is that SDPA choice, :func:`canonical_attention`). Transformer pipelines:
+    diffusers' dispatcher backend (:func:`.levers.set_backends`), read back per module
+    into ``attention_backends`` (processor classes too, into ``attention_processors``).
+    """
     applied = Applied()
-    choice = spec.attention
+    problem = levers.attention_choice_problem(spec)
+    if problem is not None:
+        raise Unsupported(problem)
+    if registry.get(spec.pipeline).family == "transformer":
+        targets = list(denoisers(built))
+        applied.sdpa_backend = levers.set_backends(targets, spec)
+        read_back_attention(built, applied)
+        return applied
+    choice = canonical_attention(spec.pipeline, spec.attention)
     if choice == "xformers":
         try:
             import xformers  # noqa: F401
@@ -160,21 +158,91 @@ def apply_attention(built: BuiltPipeline, spec: CellSpec) -> Applied:
     return applied
 
 
+def read_back_attention(built: BuiltPipeline, applied: Applied) -> None:
+    """Record what each denoiser's attention layers hold now: processor classes for every
+    module that has them, and for transformers the dispatcher backends."""
+    transformer = registry.get(built.spec.pipeline).family == "transformer"
+    targets = list(denoisers(built))
+    for key, _pipe, _attr, module in targets:
+        if hasattr(module, "set_attn_processor") or transformer:
+            applied.attention_processors[key] = processor_classes(module)
+    if transformer:
+        applied.attention_backends = levers.read_backends(targets, applied.sdpa_backend)
+
+
+def apply_fuse_qkv(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> None:
+    """``--fuse-qkv on``: after attention (diffusers' UNet fusion installs its own SDPA
+    processor, and the readback must see it), before quantisation (the fused layer is
+    the one to quantise) and compile."""
+    if not spec.fuse_qkv:
+        return
+    problem = levers.fuse_problem(spec)
+    if problem is not None:
+        raise Unsupported(problem)
+    applied.levers["fuse_qkv"] = levers.fuse_qkv(list(denoisers(built)))
+    read_back_attention(built, applied)
+
+
+def apply_quant(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> None:
+    """``--quant``: torchao's ``quantize_`` on the denoisers, before compile (torchao's
+    order: quantize, then ``torch.compile`` traces the quantized matmuls)."""
+    if spec.quant == "none":
+        return
+    applied.levers["quant"] = levers.quantize(list(denoisers(built)), spec.quant)
+
+
 def apply_memory_format(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> None:
+    """channels_last on the denoisers it fits (:func:`.levers.channels_last_fits`): the
+    UNets' 2-D convolutions; a transformer without 4-D weights gains nothing and Wan's
+    3-D convolution cannot take it, so those are left as they are and not recorded."""
     if not spec.channels_last:
         return
     for key, _pipe, _attr, module in denoisers(built):
+        if not levers.channels_last_fits(module):
+            continue
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         applied.channels_last.append(key)
 
 
+def apply_cache(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> None:
+    """``--cache``: diffusers' step cache on each transformer denoiser, and a step counter
+    per stage (hooked last, on what the pipeline calls). Before compile: the cache's hooks
+    replace block forwards that torch.compile traces at the first call (either order
+    traces the same code; ``enable_cache`` belongs on the model, not a compiled wrapper)."""
+    if spec.cache == "none":
+        return
+    problem = cache_problem(spec)
+    if problem is not None:
+        raise Unsupported(problem)
+    targets = list(denoisers(built))
+    steps = {st.name: st.steps for st in built.stages}
+    stage_of = {module_key(st.name, attr): st.name for st in built.stages for attr in st.compiled}
+    applied.levers["cache"], applied.computed = enable_cache(targets, spec, steps, stage_of)
+
+
+def apply_offload(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> None:
+    """``--offload``: before compile (:func:`.levers.offload` says why)."""
+    if spec.offload == "none":
+        return
+    problem = levers.offload_problem(spec)
+    if problem is not None:
+        raise Unsupported(problem)
+    applied.levers["offload"] = levers.offload([(st.pipe, st.compiled) for st in built.stages], spec)
+
+
 def apply_compile(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> None:
-    """Wrap each denoiser as the seed does: ``pipe.unet = torch.compile(pipe.unet, ...)``.
+    """Whole: wrap each denoiser as the seed does, ``pipe.unet = torch.compile(pipe.unet, ...)``.
+    Regional: compile the denoisers' repeated blocks in place (:func:`.levers.compile_regional`).
 
     ``mode`` is an inductor option; other backends ignore it with a warning, so it is only
     passed to inductor.
     """
     if not spec.compiled:
+        return
+    if spec.compile_scope == "regional":
+        targets = list(denoisers(built))
+        applied.levers["compile_scope"] = levers.compile_regional(targets, spec)
+        applied.compiled.extend(key for key, _pipe, _attr, _module in targets)
         return
     mode = None if spec.compile_mode == "default" else spec.compile_mode
     for key, pipe, attr, module in list(denoisers(built)):
@@ -189,11 +257,36 @@ def apply_compile(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> Non
 def preflight(spec: CellSpec) -> None:
     """Refuse, before anything is built, a combination that cannot run here: raises
     :class:`Unsupported` with the reason (a missing package, a GPU generation, a device)."""
+    capability = levers.cuda_capability(spec.device) if spec.device.startswith("cuda") else None
+    checks = (
+        lambda: levers.attention_problem(spec, capability),
+        lambda: levers.fuse_problem(spec),
+        lambda: levers.quant_problem(spec, capability),
+        lambda: cache_problem(spec),
+        lambda: levers.offload_problem(spec),
+    )
+    for check in checks:
+        problem = check()
+        if problem is not None:
+            raise Unsupported(problem)
 
 
 def apply_settings(built: BuiltPipeline, spec: CellSpec) -> Applied:
+    """Every setting of the cell, in an order that lets each one see the model it expects:
+
+    attention (the processors dynamo will trace), fused QKV (replaces projections and, on
+    UNets, processors), quantisation (torchao quantises, then compile traces the quantised
+    matmuls), memory format, step cache (hooks on the blocks, traced at the first call),
+    offload (diffusers enables group offloading, then compiles; model offload hooks the
+    pipeline's own modules), compile (whole wraps what the pipeline calls, regional compiles
+    blocks in place), and last the hooks that act during a call, on the compiled wrappers.
+    """
     applied = apply_attention(built, spec)
+    apply_fuse_qkv(built, spec, applied)
+    apply_quant(built, spec, applied)
     apply_memory_format(built, spec, applied)
+    apply_cache(built, spec, applied)
+    apply_offload(built, spec, applied)
     apply_compile(built, spec, applied)
     install_hooks(built, spec, applied)
     return applied
@@ -203,6 +296,21 @@ def apply_settings(built: BuiltPipeline, spec: CellSpec) -> Applied:
 PROBE_ATTR = "_sdtop_kernel_probe"
 
 
+def forced_kernel(spec: CellSpec, applied: Applied) -> str | None:
+    """The SDPA kernel forced around the denoisers: a UNet's ``sdpa-*`` choice, or the
+    kernel a transformer's ``_native_*`` backend stands for on processors outside the
+    dispatcher (:func:`.levers.set_backends`); None for torch's own choice."""
+    if registry.get(spec.pipeline).family == "transformer":
+        return applied.sdpa_backend or None
+    return SDPA_KERNELS.get(canonical_attention(spec.pipeline, spec.attention))
+
+
+def samples_kernel(spec: CellSpec) -> bool:
+    """Whether the SDPA kernel that ran is sampled: torch's SDPA attention on CUDA."""
+    choice = canonical_attention(spec.pipeline, spec.attention)
+    return spec.device.startswith("cuda") and (choice == "sdpa" or choice in SDPA_KERNELS or choice in NATIVE_SDPA)
+
+
 def install_hooks(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> None:
     """Hook the levers that act during a call onto what each pipeline calls.
 
@@ -210,15 +318,18 @@ def install_hooks(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> Non
     wrapper and the hooks belong on the wrapper (their code then runs outside the
     compiled frame; :mod:`.attention` explains why that matters).
 
-    - ``sdpa-*``: the forced kernel holds around each denoiser's forward only;
-    - SDPA attention on CUDA: one step per stage is profiled (:class:`KernelProbe`); on CPU
-      nothing is sampled (see :mod:`.attention`), so the ``sdpa_kernel`` column is empty;
-    - several modules compiled in a CUDA-graph mode: one step mark per step.
+    - ``sdpa-*`` (and ``_native_*`` outside the dispatcher): the forced kernel holds around
+      each denoiser's forward only;
+    - SDPA attention on CUDA (the UNets' sdpa, the transformers' native backends): one step
+      per stage is profiled (:class:`KernelProbe`); on CPU nothing is sampled (see
+      :mod:`.attention`), so the ``sdpa_kernel`` column is empty;
+    - several modules compiled in a CUDA-graph mode: one step mark per step;
+    - a step cache (uncompiled): the stage's step counter (:func:`.levers_cache.count_steps`).
     """
-    name = SDPA_KERNELS.get(spec.attention)
+    name = forced_kernel(spec, applied)
     if name is not None:
         applied.forced = ForcedKernel(sdpa_backend_context(name))
-    if spec.device.startswith("cuda") and (spec.attention == "sdpa" or name is not None):
+    if samples_kernel(spec):
         applied.probe = KernelProbe()
     if spec.compiled and needs_step_marks(spec.compile_mode, spec.compile_backend, len(applied.compiled)):
         applied.marker = StepMarker()
@@ -233,6 +344,9 @@ def install_hooks(built: BuiltPipeline, spec: CellSpec, applied: Applied) -> Non
                 applied.hooks.append(module.register_forward_pre_hook(probe_hook(applied.probe, st.name)))
             if applied.forced is not None:
                 applied.hooks.extend(scope_kernel(module, applied.forced))
+        counter = applied.computed.get(st.name)
+        if counter is not None:
+            applied.hooks.extend(count_steps(counter, called[0]))
         if applied.marker is not None:
             on_step_boundary(st.pipe, applied.marker.on_step_end)
         if applied.probe is not None:
@@ -249,6 +363,11 @@ def sampled_kernel(pipe: object, stage: str) -> str:
 
 
 def is_kernel_unavailable(exc: BaseException) -> bool:
-    """True for torch's "no kernel can run this" errors under a forced SDPA backend."""
+    """True for "no kernel can run this" errors: torch's under a forced SDPA backend, and
+    diffusers' dispatcher refusing an attention mask its backend has no input for (Qwen-
+    Image's padded prompt under ``_native_flash``, flash, sage: "`attn_mask` is not
+    supported for native flash attention")."""
     text = str(exc)
+    if isinstance(exc, ValueError):
+        return "`attn_mask` is not" in text and "supported" in text
     return isinstance(exc, RuntimeError) and ("No viable backend" in text or "No available kernel" in text)
