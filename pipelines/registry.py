@@ -189,7 +189,11 @@ PIPELINES: dict[str, PipelineSpec] = {
             inputs="prompt",
             stages=(
                 StageInfo(
-                    "main", "StableDiffusion3Pipeline", _SD35_LARGE, ("transformer",), multiple=16,
+                    "main",
+                    "StableDiffusion3Pipeline",
+                    _SD35_LARGE,
+                    ("transformer",),
+                    multiple=16,
                     min_side=dict(_DIT_MIN_SIDE),
                 ),
             ),
@@ -203,7 +207,11 @@ PIPELINES: dict[str, PipelineSpec] = {
             inputs="prompt",
             stages=(
                 StageInfo(
-                    "main", "FluxPipeline", _FLUX_DEV, ("transformer",), multiple=16,
+                    "main",
+                    "FluxPipeline",
+                    _FLUX_DEV,
+                    ("transformer",),
+                    multiple=16,
                     min_side=dict(_DIT_MIN_SIDE),
                 ),
             ),
@@ -217,7 +225,11 @@ PIPELINES: dict[str, PipelineSpec] = {
             inputs="prompt",
             stages=(
                 StageInfo(
-                    "main", "QwenImagePipeline", _QWEN_IMAGE, ("transformer",), multiple=16,
+                    "main",
+                    "QwenImagePipeline",
+                    _QWEN_IMAGE,
+                    ("transformer",),
+                    multiple=16,
                     min_side=dict(_DIT_MIN_SIDE),
                 ),
             ),
@@ -231,7 +243,11 @@ PIPELINES: dict[str, PipelineSpec] = {
             inputs="prompt",
             stages=(
                 StageInfo(
-                    "main", "WanPipeline", _WAN_1_3B, ("transformer",), multiple=16,
+                    "main",
+                    "WanPipeline",
+                    _WAN_1_3B,
+                    ("transformer",),
+                    multiple=16,
                     min_side=dict(_DIT_MIN_SIDE),
                 ),
             ),

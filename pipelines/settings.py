@@ -22,8 +22,16 @@ UNET_ATTENTION = ("sdpa", "classic", "xformers", "sdpa-flash", "sdpa-efficient",
 #: Transformer pipelines' attention: diffusers' dispatcher backends (``set_attention_backend``),
 #: those that need no download ("*_hub" kernels come from the hub at run time).
 DISPATCH_ATTENTION = (
-    "native", "_native_flash", "_native_efficient", "_native_cudnn", "_native_math",
-    "flex", "flash", "_flash_3", "sage", "xformers",
+    "native",
+    "_native_flash",
+    "_native_efficient",
+    "_native_cudnn",
+    "_native_math",
+    "flex",
+    "flash",
+    "_flash_3",
+    "sage",
+    "xformers",
 )
 ATTENTION = UNET_ATTENTION + tuple(a for a in DISPATCH_ATTENTION if a not in UNET_ATTENTION)
 #: The same SDPA kernel choice spelled for each family: a UNet cell given a dispatcher name
@@ -181,8 +189,17 @@ class CellSpec:
         """What a cell and its baseline share: the same pipeline, weights, size(s), batch,
         dtype, steps, seed, prompt, frames and device make the same image but for the levers."""
         return (
-            self.pipeline, self.weights, self.model, self.sizes, self.batch_size, self.dtype,
-            self.steps, self.seed, self.prompt, self.frames, self.device,
+            self.pipeline,
+            self.weights,
+            self.model,
+            self.sizes,
+            self.batch_size,
+            self.dtype,
+            self.steps,
+            self.seed,
+            self.prompt,
+            self.frames,
+            self.device,
         )
 
 
@@ -322,7 +339,9 @@ def parse_caches(option: str, text: str | Sequence[str]) -> tuple[str, ...]:
             try:
                 threshold = float(arg)
             except ValueError:
-                raise BadInput(f"{option} {item!r}: fbc takes a threshold, e.g. fbc:0.2; valid: {CACHES_FORM}") from None
+                raise BadInput(
+                    f"{option} {item!r}: fbc takes a threshold, e.g. fbc:0.2; valid: {CACHES_FORM}"
+                ) from None
             if not 0.0 < threshold < 1.0:
                 raise BadInput(f"{option} {item!r}: the fbc threshold is a fraction between 0 and 1, e.g. fbc:0.2")
             item = f"fbc:{threshold:g}"
@@ -334,7 +353,11 @@ def parse_caches(option: str, text: str | Sequence[str]) -> tuple[str, ...]:
 
 def parse_on_off(option: str, text: str | Sequence[Any]) -> tuple[bool, ...]:
     """``"off,on"`` -> (False, True): a switch that is also an axis."""
-    items = split_list(text) if isinstance(text, str) else [("on" if t is True else "off" if t is False else str(t)) for t in text]
+    items = (
+        split_list(text)
+        if isinstance(text, str)
+        else [("on" if t is True else "off" if t is False else str(t)) for t in text]
+    )
     return tuple(v == "on" for v in parse_choices(option, items, ON_OFF))
 
 
@@ -630,8 +653,21 @@ def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
             problem = registry.frames_problem(pipe, "--frames", frames)
             if problem:
                 raise BadInput(problem)
-        key = (pipe, weights, batch, steps, dtype, canonical_attention(pipe, attention), mode, backend, scope,
-               quant, cache, offload, fuse)
+        key = (
+            pipe,
+            weights,
+            batch,
+            steps,
+            dtype,
+            canonical_attention(pipe, attention),
+            mode,
+            backend,
+            scope,
+            quant,
+            cache,
+            offload,
+            fuse,
+        )
         if key in seen:
             continue
         seen.add(key)

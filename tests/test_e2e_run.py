@@ -1,8 +1,8 @@
 """``sdtop run`` end to end on tiny weights: real worker processes, real pipelines.
 
-One matrix of every UNet pipeline (the seed's six) x {sdpa, classic} is run once per test
-session (module fixture; the transformer pipelines are tests/test_e2e_dit.py's) through the console entry point; the tests then read the session directory as a
-user would.
+One matrix of every UNet pipeline (the seed's six) x {sdpa, classic} is run once per
+test session (module fixture; the transformer pipelines are tests/test_e2e_dit.py's)
+through the console entry point; the tests then read the session directory as a user would.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 from sdtop.pipelines.registry import PIPELINES
-
-PIPELINE_NAMES = tuple(name for name, spec in PIPELINES.items() if spec.family == "unet")
 from sdtop.profiler.contract.events import SettingsApplied, StageTimed, StepTimed
 from sdtop.profiler.host.session import Session
 from sdtop.profiler.report import summary
 
 ROOT = Path(__file__).resolve().parent.parent
+PIPELINE_NAMES = tuple(name for name, spec in PIPELINES.items() if spec.family == "unet")
 STEPS = 3
 ITERATIONS = 2
 

@@ -112,8 +112,20 @@ def by_cell(table: Sequence[Row]) -> dict[int, Row]:
 
 def test_new_columns_are_appended_after_the_old_ones() -> None:
     assert COLUMNS[COLUMNS.index("stage_width") + 1 :] == (
-        "compile_scope", "quant", "cache", "offload", "fuse_qkv", "attention_backend", "frames",
-        "frames_per_s", "steps_computed", "psnr_db", "max_abs_diff", "baseline_cell", "fidelity_note", "pareto",
+        "compile_scope",
+        "quant",
+        "cache",
+        "offload",
+        "fuse_qkv",
+        "attention_backend",
+        "frames",
+        "frames_per_s",
+        "steps_computed",
+        "psnr_db",
+        "max_abs_diff",
+        "baseline_cell",
+        "fidelity_note",
+        "pareto",
     )
 
 
@@ -127,10 +139,17 @@ def test_lever_settings_and_what_the_modules_held() -> None:
     table = by_cell(rows(session(specs, [10.0, 5.0, 6.0], backends=backends), live=False))
     plain, levers, whole = table[0], table[1], table[2]
     assert (plain.compile_scope, plain.quant, plain.cache, plain.offload, plain.fuse_qkv) == (
-        None, "none", "none", "none", False,
+        None,
+        "none",
+        "none",
+        "none",
+        False,
     )
     assert (levers.compile_scope, levers.quant, levers.offload, levers.fuse_qkv) == (
-        "regional", "int8wo", "model", True,
+        "regional",
+        "int8wo",
+        "model",
+        True,
     )
     assert whole.compile_scope == "whole"
     # every module of the main stage, distinct backends in the order read back
@@ -138,7 +157,11 @@ def test_lever_settings_and_what_the_modules_held() -> None:
     # images: no frames, no frames/s; no cache: no steps computed; no Fidelity: nothing
     assert (plain.frames, plain.frames_per_s, plain.steps_computed) == (None, None, None)
     assert (plain.psnr_db, plain.max_abs_diff, plain.baseline_cell, plain.fidelity_note, plain.pareto) == (
-        None, None, None, None, None,
+        None,
+        None,
+        None,
+        None,
+        None,
     )
 
 
@@ -171,6 +194,7 @@ def test_fidelity_columns() -> None:
         fidelity(4, None, None, reason="no baseline"),
     ]
     table = by_cell(rows(session(specs, [10.0] * 5, fids), live=False))
+
     def fid(r: Row) -> tuple[Any, ...]:
         return (r.baseline_cell, r.psnr_db, r.max_abs_diff, r.fidelity_note)
 
@@ -248,13 +272,15 @@ def test_front_dominance_and_ties() -> None:
 
 
 def test_pareto_trades_time_fidelity_and_memory() -> None:
-    got = marks([
-        P(0, 1.0, INF, 200),  # the baseline: slow, exact
-        P(1, 0.5, 40.0, 200),  # faster, a little off
-        P(2, 0.6, 35.0, 200),  # slower and worse than 1 at the same memory: beaten
-        P(3, 0.6, 35.0, 120),  # ...but with less memory it is a trade-off
-        P(4, 0.5, 40.0, 200),  # a tie with 1 in everything: both stay
-    ])
+    got = marks(
+        [
+            P(0, 1.0, INF, 200),  # the baseline: slow, exact
+            P(1, 0.5, 40.0, 200),  # faster, a little off
+            P(2, 0.6, 35.0, 200),  # slower and worse than 1 at the same memory: beaten
+            P(3, 0.6, 35.0, 120),  # ...but with less memory it is a trade-off
+            P(4, 0.5, 40.0, 200),  # a tie with 1 in everything: both stay
+        ]
+    )
     assert got == {0: True, 1: True, 2: False, 3: True, 4: True}
 
 
@@ -265,16 +291,18 @@ def test_pareto_ties_on_one_objective_decide_by_the_others() -> None:
 
 
 def test_pareto_leaves_out_what_it_cannot_judge() -> None:
-    got = marks([
-        P(0, 1.0, INF),
-        P(1, 0.5, 30.0),
-        P(2, 0.1, 60.0, status="OOM after 2nd iteration"),  # not ok
-        P(3, 0.1, None),  # no PSNR
-        P(4, None, 60.0),  # no time
-        P(5, 0.1, 60.0, baseline_cell=None),  # no baseline
-        P(6, 0.1, 60.0, baseline_cell=9),  # alone with its baseline
-        P(7, 0.1, 60.0, pipeline="sd3-txt2img"),  # another pipeline, same --baseline: its own group, alone
-    ])
+    got = marks(
+        [
+            P(0, 1.0, INF),
+            P(1, 0.5, 30.0),
+            P(2, 0.1, 60.0, status="OOM after 2nd iteration"),  # not ok
+            P(3, 0.1, None),  # no PSNR
+            P(4, None, 60.0),  # no time
+            P(5, 0.1, 60.0, baseline_cell=None),  # no baseline
+            P(6, 0.1, 60.0, baseline_cell=9),  # alone with its baseline
+            P(7, 0.1, 60.0, pipeline="sd3-txt2img"),  # another pipeline, same --baseline: its own group, alone
+        ]
+    )
     assert got == {0: True, 1: True, 2: None, 3: None, 4: None, 5: None, 6: None, 7: None}
 
 
@@ -336,8 +364,10 @@ def test_csv_and_json_write_an_infinite_psnr_as_inf() -> None:
 
 
 def test_markdown_names_constant_levers_and_leaves_off_ones_unsaid() -> None:
-    specs = [flux(quant="int8wo", offload="model", compile_mode="default", compile_scope="regional", attention=a)
-             for a in ("native", "flash")]
+    specs = [
+        flux(quant="int8wo", offload="model", compile_mode="default", compile_scope="regional", attention=a)
+        for a in ("native", "flash")
+    ]
     md = to_markdown(rows(session(specs, [10.0, 8.0]), live=False))
     common = next(line for line in md.splitlines() if line.startswith("Settings common"))
     assert "compile scope regional · quant int8wo · offload model" in common
@@ -349,8 +379,12 @@ def test_markdown_names_constant_levers_and_leaves_off_ones_unsaid() -> None:
 
 
 def test_markdown_labels_varying_levers_like_attention_and_compile() -> None:
-    specs = [flux(), flux(quant="fp8dq"), flux(compile_mode="default", compile_scope="regional"),
-             flux(compile_mode="default", compile_scope="whole")]
+    specs = [
+        flux(),
+        flux(quant="fp8dq"),
+        flux(compile_mode="default", compile_scope="regional"),
+        flux(compile_mode="default", compile_scope="whole"),
+    ]
     md = to_markdown(rows(session(specs, [10.0, 8.0, 6.0, 7.0]), live=False))
     header = next(line for line in md.splitlines() if line.startswith("| pipeline"))
     assert header == (
@@ -415,7 +449,10 @@ def test_compare_matches_on_the_levers_and_shows_each_sides_psnr() -> None:
     assert "| A PSNR | B PSNR |" in md and f"| {INFINITE_PSNR} | {INFINITE_PSNR} |" in md
     parsed = list(csv.DictReader(io.StringIO(cmp.to_csv(c))))
     assert [(r["session"], r["quant"], r["psnr_db"]) for r in parsed] == [
-        ("A", "none", "inf"), ("B", "none", "inf"), ("A", "fp8dq", "35.0000"), ("B", "fp8dq", "33.5000"),
+        ("A", "none", "inf"),
+        ("B", "none", "inf"),
+        ("A", "fp8dq", "35.0000"),
+        ("B", "fp8dq", "33.5000"),
     ]
     assert {r["baseline_cell"] for r in parsed} == {"0"} and "max_abs_diff" in parsed[0]
 

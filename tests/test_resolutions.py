@@ -298,9 +298,7 @@ def test_the_cell_count_is_what_expand_makes_on_that_host() -> None:
         == 3
     )
     assert (
-        MatrixSpec(compile_modes=("none", "default"), compile_scopes=("whole", "regional")).n_cells(
-            cuda_available=True
-        )
+        MatrixSpec(compile_modes=("none", "default"), compile_scopes=("whole", "regional")).n_cells(cuda_available=True)
         == 3
     )  # the backends multiply the compiled mode only
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from sdtop.pipelines import registry, settings
 from sdtop.pipelines.settings import BadInput, CellSpec, MatrixSpec, baselines, expand, parse_matrix
 
@@ -82,7 +81,7 @@ def test_dit_sizes_are_multiples_of_16() -> None:
 def test_random_weights_take_a_published_variant_as_model() -> None:
     cells = _cells(pipeline="flux-txt2img", weights="random", model="black-forest-labs/flux.1-schnell")
     assert cells[0].model == "black-forest-labs/FLUX.1-schnell"
-    with pytest.raises(BadInput, match="flux-txt2img's are: black-forest-labs/FLUX.1-dev"):
+    with pytest.raises(BadInput, match=r"flux-txt2img's are: black-forest-labs/FLUX\.1-dev"):
         _cells(pipeline="flux-txt2img", weights="random", model="someone/flux-finetune")
     with pytest.raises(BadInput, match="sd-txt2img's are: none"):
         _cells(pipeline="sd-txt2img", weights="random", model="someone/sd")

@@ -101,8 +101,19 @@ from .text import (
 
 #: Settings a cell is matched on (besides pipeline and stage), in column order.
 SETTINGS: tuple[str, ...] = (
-    "attention", "compile", "dtype", "batch_size", "size", "steps", "weights", "channels_last",
-    "quant", "cache", "offload", "fuse_qkv", "frames",
+    "attention",
+    "compile",
+    "dtype",
+    "batch_size",
+    "size",
+    "steps",
+    "weights",
+    "channels_last",
+    "quant",
+    "cache",
+    "offload",
+    "fuse_qkv",
+    "frames",
 )
 SETTING_TITLES: dict[str, str] = {
     "attention": "attention",

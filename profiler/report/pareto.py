@@ -85,8 +85,15 @@ def group_key(row: Judged) -> tuple[Any, ...] | None:
     if _number(row.call_s_median) is None or not _psnr(row.psnr_db):
         return None
     return (
-        row.baseline_cell, row.pipeline, row.stage, row.height, row.width,
-        row.batch_size, row.dtype, row.steps, row.frames,
+        row.baseline_cell,
+        row.pipeline,
+        row.stage,
+        row.height,
+        row.width,
+        row.batch_size,
+        row.dtype,
+        row.steps,
+        row.frames,
     )
 
 

@@ -504,9 +504,7 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
                     sdpa_kernel=next((k for k in reversed(kernels) if k), None),
                     attention_backend=_backend_of(c.attention_backends, stage, stages),
                     frames=frames,
-                    frames_per_s=(
-                        frames * (batch_size or 1) / call_s if frames is not None and call_s else None
-                    ),
+                    frames_per_s=(frames * (batch_size or 1) / call_s if frames is not None and call_s else None),
                     steps_computed=median(finite_list(e.steps_computed for e in timed)),
                     **call_figures,
                     **compile_figures(
