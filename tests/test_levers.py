@@ -506,12 +506,34 @@ def test_regional_compiles_are_reported_as_the_transformers() -> None:
     assert starts and {e.module for e in starts} == {"transformer"}
 
 
-def test_regional_compile_without_repeated_blocks_is_refused() -> None:
+def test_a_transformer_without_declared_blocks_compiles_its_stacked_blocks() -> None:
+    """SD3 declares no ``_repeated_blocks`` in diffusers 0.42.1: its JointTransformerBlocks
+    are compiled one by one, as compile_repeated_blocks would, and the words say how."""
     spec = CellSpec(
         "sd3-txt2img", weights="tiny", compile_mode="default", compile_backend="eager", compile_scope="regional"
     )
-    with pytest.raises(Unsupported, match=r"SD3Transformer2DModel \(transformer\) declares no repeated blocks"):
-        apply_settings(built_of(spec, FluxLikePipe(tiny_sd3())), spec)
+    model = tiny_sd3()
+    applied = apply_settings(built_of(spec, FluxLikePipe(model)), spec)
+    blocks = [m for m in model.modules() if type(m).__name__ == "JointTransformerBlock"]
+    assert len(blocks) >= 2 and all(b._compiled_call_impl is not None for b in blocks)
+    assert model._compiled_call_impl is None  # the model itself stays a plain module
+    assert applied.levers["compile_scope"] == (
+        f"regional: JointTransformerBlock x{len(blocks)} (stacked blocks; none declared)"
+    )
+    assert applied.compiled == ["transformer"]
+
+
+def test_a_unet_without_declared_blocks_is_refused() -> None:
+    spec = CellSpec("sd-controlnet", compile_mode="default", compile_backend="eager", compile_scope="regional")
+    controlnet = diffusers.ControlNetModel(
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        conditioning_embedding_out_channels=(16, 32),
+    )
+    with pytest.raises(Unsupported, match=r"ControlNetModel \(controlnet\) declares no repeated blocks"):
+        levers.compile_regional([("controlnet", None, "controlnet", controlnet)], spec)
 
 
 def test_regional_compile_of_a_unet_without_its_declared_blocks_is_refused() -> None:

@@ -152,6 +152,16 @@ def test_live_screen_while_running(snap_compare: SnapCompare, tmp_path: Path) ->
 SETUP_TABS = ("what", "attention", "levers", "shape", "run")
 
 
+async def _steady_cursors(pilot: Pilot[Any]) -> None:
+    """A focused input's cursor blinks on a timer: drawn or not depends on when the
+    snapshot is taken (a loaded machine saw both). Held visible, the picture is one."""
+    from textual.widgets import Input
+
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
+    await pilot.pause()
+
+
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("tab", SETUP_TABS)
 def test_setup_screen(snap_compare: SnapCompare, tab: str, size: tuple[int, int]) -> None:
@@ -162,6 +172,7 @@ def test_setup_screen(snap_compare: SnapCompare, tab: str, size: tuple[int, int]
         pilot.app.animation_level = "none"  # the tab underline lands at once, not in 0.3 s
         await pilot.press(*["ctrl+n"] * SETUP_TABS.index(tab))
         await pilot.pause()
+        await _steady_cursors(pilot)
 
     assert snap_compare(SdtopApp(has_gpu=False), terminal_size=size, run_before=run_before)
 
@@ -175,6 +186,7 @@ def test_setup_screen_rejects_a_value(snap_compare: SnapCompare) -> None:
         await pilot.press("ctrl+n", "ctrl+n", "ctrl+n", "tab")  # Shape: batch, then steps
         await pilot.press("end", "backspace", "backspace", "0", "ctrl+p", "ctrl+r")
         await pilot.pause()
+        await _steady_cursors(pilot)
 
     assert snap_compare(SdtopApp(has_gpu=True), terminal_size=(80, 24), run_before=run_before)
 

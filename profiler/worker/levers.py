@@ -374,36 +374,65 @@ def repeated_blocks(module: torch.nn.Module) -> Counter[str]:
     return Counter({n: found[n] for n in names if found[n]})
 
 
+def stacked_blocks(module: torch.nn.Module) -> Counter[str]:
+    """The repeated blocks of a transformer that declares none (SD3 in diffusers 0.42.1): the
+    classes of the top-level ``nn.ModuleList`` children that repeat (``transformer_blocks``:
+    JointTransformerBlock x24). Regional compile is exactly "compile each of those once"."""
+    found: Counter[str] = Counter()
+    for child in module.children():
+        if isinstance(child, torch.nn.ModuleList):
+            kinds = Counter(type(m).__name__ for m in child)
+            found.update({name: n for name, n in kinds.items() if n >= 2})
+    return found
+
+
 def compile_regional(targets: list[Target], spec: CellSpec) -> str:
     """``compile_repeated_blocks`` on each denoiser with the cell's mode (inductor only, as
     :func:`.apply.apply_compile` passes it), backend and fullgraph: each block compiles in
     place, once, and the blocks of one class reuse its code. Every denoiser is checked
     before any is compiled. The denoiser itself stays a plain module, so the hooks on it
-    (the compile watch's module key, the kernel scope) run outside compiled code."""
-    found: list[tuple[str, torch.nn.Module, Counter[str]]] = []
+    (the compile watch's module key, the kernel scope) run outside compiled code.
+
+    A transformer whose class declares no ``_repeated_blocks`` (SD3's, in diffusers 0.42.1)
+    gets the same treatment on its stacked blocks (:func:`stacked_blocks`), said so in the
+    lever's words; a UNet that declares none is refused (its top-level lists hold unlike
+    down/up blocks, not a repeated block)."""
+    found: list[tuple[str, torch.nn.Module, Counter[str], bool]] = []
     for key, _pipe, _attr, module in targets:
         declared = getattr(module, "_repeated_blocks", None)
         if not declared or not callable(getattr(module, "compile_repeated_blocks", None)):
-            raise Unsupported(
-                f"regional compile: {type(module).__name__} ({key}) declares no repeated blocks (_repeated_blocks "
-                f"is empty in diffusers {diffusers_version()}); use --compile-scope whole"
-            )
+            stacked = stacked_blocks(module) if "Transformer" in type(module).__name__ else Counter()
+            if not stacked:
+                raise Unsupported(
+                    f"regional compile: {type(module).__name__} ({key}) declares no repeated blocks "
+                    f"(_repeated_blocks is empty in diffusers {diffusers_version()}); use --compile-scope whole"
+                )
+            found.append((key, module, stacked, False))
+            continue
         blocks = repeated_blocks(module)
         if not blocks:
             raise Unsupported(
                 f"regional compile: {type(module).__name__} ({key}) declares repeated blocks "
                 f"{', '.join(map(str, declared))} but holds none of them; use --compile-scope whole"
             )
-        found.append((key, module, blocks))
+        found.append((key, module, blocks, True))
     kwargs: dict[str, Any] = {"fullgraph": spec.fullgraph, "backend": spec.compile_backend}
     if spec.compile_backend == "inductor":
         kwargs["mode"] = None if spec.compile_mode == "default" else spec.compile_mode
-    for _key, module, _blocks in found:
-        module.compile_repeated_blocks(**kwargs)  # type: ignore[operator]
-    words = [", ".join(f"{name} x{n}" for name, n in blocks.items()) for _k, _m, blocks in found]
+    for _key, module, blocks, declared_by_diffusers in found:
+        if declared_by_diffusers:
+            module.compile_repeated_blocks(**kwargs)  # type: ignore[operator]
+            continue
+        for sub in module.modules():  # what compile_repeated_blocks does, on the stacked classes
+            if type(sub).__name__ in blocks:
+                sub.compile(**kwargs)
+    words = [
+        ", ".join(f"{name} x{n}" for name, n in blocks.items()) + ("" if declared else " (stacked blocks; none declared)")
+        for _k, _m, blocks, declared in found
+    ]
     if len(found) == 1:
         return f"regional: {words[0]}"
-    return "regional: " + "; ".join(f"{key}: {w}" for (key, _m, _b), w in zip(found, words, strict=True))
+    return "regional: " + "; ".join(f"{key}: {w}" for (key, *_rest), w in zip(found, words, strict=True))
 
 
 # --- offload --------------------------------------------------------------------------------------
