@@ -427,7 +427,8 @@ def compile_regional(targets: list[Target], spec: CellSpec) -> str:
             if type(sub).__name__ in blocks:
                 sub.compile(**kwargs)
     words = [
-        ", ".join(f"{name} x{n}" for name, n in blocks.items()) + ("" if declared else " (stacked blocks; none declared)")
+        ", ".join(f"{name} x{n}" for name, n in blocks.items())
+        + ("" if declared else " (stacked blocks; none declared)")
         for _k, _m, blocks, declared in found
     ]
     if len(found) == 1:
