@@ -129,6 +129,11 @@ class CellSpec:
     # Where the last measured call's output is kept: OUTPUTS as asked; the runner hands
     # the worker "session" resolved to the session's own outputs folder.
     outputs: str = "session"
+    # --profile: one extra call under torch.profiler after the measured ones. "off", or
+    # "session" as asked; the runner hands the worker the session's profiles folder.
+    profile: str = "off"
+    # --memory-snapshot (CUDA, with --profile): the allocator's history over that call.
+    memory_snapshot: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-shaped (sizes as lists), so the dict a session records reads back equal."""
@@ -253,6 +258,8 @@ class MatrixSpec:
     # The cell every other cell's output is compared with (``--baseline``); None = for each
     # cell, the first cell of its kind without lossy levers (:func:`baselines`).
     baseline: int | None = None
+    profile: bool = False
+    memory_snapshot: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -520,6 +527,8 @@ def validate_matrix(m: MatrixSpec) -> MatrixSpec:
     parse_choices("--outputs", [m.outputs], OUTPUTS)
     if m.baseline is not None:
         parse_int("--baseline", m.baseline, minimum=0)
+    if m.memory_snapshot and not m.profile:
+        raise BadInput("--memory-snapshot records the profiled call's allocations; add --profile")
     if m.model and not _REPO_ID.match(m.model) and not os.path.isabs(m.model):
         raise BadInput(f"--model {m.model!r} is neither an absolute directory nor a hub id like 'owner/name'")
     if m.model and m.weights and "hub" not in m.weights and "random" not in m.weights:
@@ -703,6 +712,8 @@ def expand(m: MatrixSpec, *, cuda_available: bool) -> list[CellSpec]:
                 fuse_qkv=fuse,
                 frames=frames,
                 outputs=m.outputs,
+                profile="session" if m.profile else "off",
+                memory_snapshot=m.memory_snapshot,
             )
         )
     if m.baseline is not None and m.baseline >= len(cells):

@@ -145,6 +145,18 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
         "the first cell of its pipeline, size, batch, dtype, steps and seed without quant, cache or sage)",
     )
     o.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the measured calls, one more call per cell under torch.profiler (never in it/s): time by op "
+        "family, idle share, top kernels, FLOPs per step, TFLOP/s and MFU; the trace in "
+        "<out>/profiles/cell-<k>/trace.json.gz",
+    )
+    o.add_argument(
+        "--memory-snapshot",
+        action="store_true",
+        help="with --profile on CUDA: the allocator's history over the profiled call (a snapshot and its HTML view)",
+    )
+    o.add_argument(
         "--no-outputs",
         action="store_true",
         help="keep no outputs (latents, images) and so no psnr_db/max_abs_diff",
@@ -178,6 +190,10 @@ def matrix_from_args(args: argparse.Namespace) -> Any:
         typed["prompt"] = args.prompt
     if getattr(args, "no_outputs", False):
         typed["outputs"] = "off"
+    if getattr(args, "profile", False):
+        typed["profile"] = True
+    if getattr(args, "memory_snapshot", False):
+        typed["memory_snapshot"] = True
     if args.launcher is not None and args.launcher not in ("forkserver", "subprocess"):
         raise settings.BadInput(f"unknown --launcher value {args.launcher!r}; valid: forkserver, subprocess")
     return settings.parse_matrix(texts, **typed)

@@ -37,15 +37,19 @@ from typing import Any, ClassVar, NamedTuple
 SCHEMA_VERSION = 1
 
 #: Phases of one cell, in order. ``startup`` is the worker process becoming ready
-#: (fork or imports); ``first_call`` includes any torch.compile compilation.
-PHASES = ("startup", "build", "apply", "first_call", "warmup", "measure")
+#: (fork or imports); ``first_call`` includes any torch.compile compilation; ``profile``
+#: (``--profile`` only) is one extra call under torch.profiler after the measured ones.
+PHASES = ("startup", "build", "apply", "first_call", "warmup", "measure", "profile")
 #: The phases before any pipeline call: an OOM there is "OOM during load".
 LOAD_PHASES = PHASES[:3]
 #: The phases made of pipeline calls (each call's events carry its index).
 CALL_PHASES = PHASES[3:]
 
-#: What a call was for. Only ``measured`` calls feed it/s and step percentiles.
-CALL_KINDS = ("first", "warmup", "measured")
+#: What a call was for. Only ``measured`` calls feed it/s and step percentiles; the
+#: ``profiled`` call (``--profile``) runs under torch.profiler and feeds the breakdown only.
+CALL_KINDS = ("first", "warmup", "measured", "profiled")
+#: The op families of a profiled call's breakdown, in the fixed order every view shows them.
+OP_FAMILIES = ("attention", "gemm", "conv", "norm", "elementwise", "copy", "other")
 
 #: ``trigger`` values of torch's compile callbacks that are not compiles (CUDA-graph
 #: recording, triton autotuning): the worker logs them instead of emitting compile events,
@@ -457,6 +461,38 @@ class Fidelity(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProfileSummary(Event):
+    """Where the profiled call's time went (``--profile``; :mod:`profiler.worker.profiling`).
+
+    ``family_s``: busy seconds per :data:`OP_FAMILIES` family, from CUDA kernel time on a
+    GPU, from op self-time on a CPU (``source`` says which); ``busy_s`` is their sum and
+    ``span_s`` the profiled call's span, so the device's idle share is ``1 - busy/span``
+    (CUDA only: a CPU's ops overlap nothing to be idle against; ``idle_s`` None there).
+    ``top``: the 15 kernels/ops with the most time, each ``{"name", "family", "count",
+    "total_ms"}``. FLOPs per denoising step per denoiser key (torch's FlopCounterMode over
+    the profiled call, divided by its steps), the attention part of them, and a second
+    count of the same (``check_source``: the profiler's own estimate or an analytical
+    count) for the cross-check. Paths are relative to the session directory."""
+
+    KIND: ClassVar[str] = "profile_summary"
+    call: int = -1
+    source: str = ""
+    family_s: dict[str, float] = field(default_factory=dict)
+    busy_s: float = 0.0
+    span_s: float = 0.0
+    idle_s: float | None = None
+    top: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    flops_per_step: dict[str, float] = field(default_factory=dict)
+    attention_flops_per_step: dict[str, float] = field(default_factory=dict)
+    check_flops_per_step: dict[str, float] = field(default_factory=dict)
+    check_source: str = ""
+    trace: str = ""
+    memory_snapshot: str = ""
+    memory_html: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class UnknownEvent(Event):
     """A line of a kind this version does not know; kept so nothing recorded is lost."""
 
@@ -494,6 +530,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CudagraphSkip,
         OutputSaved,
         Fidelity,
+        ProfileSummary,
     )
 }
 

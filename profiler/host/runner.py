@@ -401,6 +401,8 @@ class Runner:
             spec = dataclasses.replace(spec, compile_cache=str((self.session.dir / "compile-cache").resolve()))
         if spec.outputs == "session":
             spec = dataclasses.replace(spec, outputs=str((self.session.dir / "outputs").resolve()))
+        if spec.profile == "session":  # --profile: traces and snapshots under <session>/profiles
+            spec = dataclasses.replace(spec, profile=str((self.session.dir / "profiles").resolve()))
         return spec
 
     def _observe(self, idx: int, spec: CellSpec, ev: Event) -> None:
