@@ -18,6 +18,7 @@ from sdtop.profiler.contract.events import (
     Environment,
     Event,
     Fidelity,
+    ProfileSummary,
     Recompile,
     RecompileLimit,
     SettingsApplied,
@@ -233,3 +234,35 @@ def test_fp8_wants_a_lossy_ok_cell_beside_its_baseline(tmp_path: Path) -> None:
     refused = _judged(refused, {0: None}, {0: "native"})
     assert outcomes("fp8", write(tmp_path, "cpu", refused), dry_run=True) == ["PASS", "SKIP"]
     assert outcomes("fp8", write(tmp_path, "card", refused)) == ["PASS", "FAIL"]
+
+
+def _profiled(events: list[Event], tops: dict[int, list[str]]) -> list[Event]:
+    """A ProfileSummary after each cell's measured calls, its top kernels named as given."""
+    out: list[Event] = []
+    for e in events:
+        if isinstance(e, CellFinished) and e.cell in tops:
+            family_s = {"attention": 0.2, "gemm": 0.3, "conv": 0.3, "norm": 0.05, "elementwise": 0.1, "copy": 0.05}
+            top = [{"name": n, "family": "attention", "count": 16, "total_ms": 20.0} for n in tops[e.cell]]
+            flops = {"unet": 1.6e12}
+            summary = ProfileSummary(
+                cell=e.cell, source="cuda kernels", family_s=family_s, busy_s=1.0, span_s=1.1, idle_s=0.1,
+                top=top, steps=4, flops_per_step=flops, check_flops_per_step=flops,
+            )  # fmt: skip
+            out.append(summary)
+        out.append(e)
+    return out
+
+
+def test_profile_wants_fused_kernels_for_sdpa_and_none_for_classic(tmp_path: Path) -> None:
+    cells = [spec(attention="sdpa"), spec(attention="classic")]
+    fused = ["pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4>>", "ampere_fp16_s16816gemm"]
+    plain = ["ampere_fp16_s16816gemm_fp16_128x128", "softmax_warp_forward<c10::Half, float>"]
+    good = _profiled(session_events(cells), {0: fused, 1: plain})
+    assert outcomes("profile", write(tmp_path, "good", good)) == ["PASS", "PASS"]
+    # the forced scope leaked: classic ran a flash kernel; sdpa fell back to the math path
+    swapped = _profiled(session_events(cells), {0: plain, 1: fused})
+    assert outcomes("profile", write(tmp_path, "swapped", swapped)) == ["FAIL", "FAIL"]
+    # a cell without its profiled call fails; the rehearsal on a CPU does not judge kernel names
+    missing = _profiled(session_events(cells), {0: fused})
+    assert outcomes("profile", write(tmp_path, "missing", missing)) == ["PASS", "FAIL"]
+    assert outcomes("profile", write(tmp_path, "dry", swapped), dry_run=True) == ["PASS", "PASS"]

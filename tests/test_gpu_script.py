@@ -49,6 +49,13 @@ def test_the_script_runs_what_issue_13_asks_for() -> None:
     assert text.count("check levers ") == 4 and "check fp8 " in text
 
 
+def test_the_script_runs_what_issue_14_asks_for() -> None:
+    """One profiled SD 1.5 cell pair (sdpa beside classic) whose kernels the check reads."""
+    line = next(" ".join(a) for a in run_commands() if "--profile" in a)
+    assert "--pipeline sd-txt2img " in line and "--attention sdpa,classic" in line and "--weights random" in line
+    assert "check profile " in SCRIPT.read_text()
+
+
 @pytest.mark.parametrize("argv", run_commands(), ids=lambda a: " ".join(a)[:60])
 def test_every_run_line_is_valid_input_on_a_card_and_in_the_rehearsal(argv: list[str]) -> None:
     matrix = cli.matrix_from_args(cli.build_run_parser().parse_args(argv))
@@ -81,7 +88,18 @@ def test_the_cpu_rehearsal_passes_every_check_it_can_make(tmp_path: Path) -> Non
     results = (out / "results.md").read_text()
     assert proc.returncode == 0, results + proc.stderr[-2000:] + (out / "log.txt").read_text()[-3000:]
     assert "FAIL" not in results
-    for check in ("all-ok", "kernels", "oom", "cudagraphs", "recompile", "steps", "fork-safe", "levers", "fp8"):
+    for check in (
+        "all-ok",
+        "kernels",
+        "oom",
+        "cudagraphs",
+        "recompile",
+        "steps",
+        "fork-safe",
+        "levers",
+        "fp8",
+        "profile",
+    ):
         assert f"PASS {check}:" in results, check
     assert "failed checks and steps: 0" in results and (out / "sessions.tgz").stat().st_size > 0
     assert sys.executable  # the rehearsal uses the python3 on PATH, like the card

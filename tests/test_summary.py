@@ -96,7 +96,9 @@ HEADER = (
     "nvml_process_match,nvml_peak_device_mib,gpu_util_mean_pct,power_mean_w,energy_j_per_image,host_peak_rss_mib,"
     "stage_height,stage_width,"
     "compile_scope,quant,cache,offload,fuse_qkv,attention_backend,frames,frames_per_s,steps_computed,"
-    "psnr_db,max_abs_diff,baseline_cell,fidelity_note,pareto"
+    "psnr_db,max_abs_diff,baseline_cell,fidelity_note,pareto,"
+    "attn_pct,gemm_pct,conv_pct,norm_pct,elementwise_pct,copy_pct,other_pct,idle_pct,gflop_per_step,tflops,"
+    "mfu_pct,mfu_note"
 )
 
 

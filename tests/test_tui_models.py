@@ -375,3 +375,99 @@ def test_formatters() -> None:
     assert fmt.mib(512) == "512M" and fmt.mib(2048) == "2.00G" and fmt.mib(81_559) == "79.6G" and fmt.mib(None) == "n/a"
     assert fmt.ms(0.5) == "0.50" and fmt.ms(42.25) == "42.2" and fmt.ms(250) == "250" and fmt.ms(20_500) == "20.5s"
     assert fmt.rate(25.104) == "25.10" and fmt.rate(166.83) == "166.83" and fmt.truncate("abcdef", 4) == "abc…"
+
+
+# --- breakdown (--profile) --------------------------------------------------------------------
+
+
+def profiled_dashboard(against: bool = False) -> Dashboard:
+    from sdtop.profiler.report.compare import load_session
+
+    d = Dashboard()
+    if against:
+        d.compare.set_other(load_session(SESSIONS / "profiled", "B"))
+    d.feed(fixture("profiled"))
+    return d
+
+
+def test_breakdown_bars_follow_the_rows_in_family_order() -> None:
+    from sdtop.profiler.contract.events import OP_FAMILIES
+    from sdtop.tui.models.breakdown import shares_of
+
+    d = profiled_dashboard()
+    bars = d.breakdown.bars()
+    assert [(b.cell, b.label) for b in bars] == [(0, "#1 sdpa"), (1, "#2 classic")]
+    for bar, row in zip(bars, d.summary.rows, strict=True):
+        assert [f for f, _ in bar.shares] == list(OP_FAMILIES) and bar.shares == shares_of(row)
+        assert abs(sum(s for _, s in bar.shares) - 100.0) < 1e-6
+        assert bar.tflops_text() == f"{row.tflops:.1f}" and bar.mfu_text() == f"{row.mfu_pct:.1f}%"
+    assert bars[1].share("attention") > 2 * bars[0].share("attention")  # classic's attention
+    assert bars[0].peak_text() == "H100 SXM fp16 peak 989.5"
+    assert [label for _, label in d.breakdown.legend()] == ["attn", "gemm", "conv", "norm", "elem", "copy", "other"]
+    assert not d.breakdown.comparing
+
+
+def test_breakdown_selection_follows_the_newest_until_picked() -> None:
+    from sdtop.tui.models.breakdown import BreakdownModel
+
+    events = fixture("profiled")
+    cut = next(i for i, e in enumerate(events) if isinstance(e, ev.CellStarted) and e.cell == 1)
+    d = Dashboard()
+    changed = d.feed(events[:cut])
+    assert "breakdown" in changed and d.breakdown.selected == 0  # the first profiled cell
+    d.feed(events[cut:])
+    assert d.breakdown.selected == 1  # follows the newest
+    assert d.breakdown.move(1) and d.breakdown.selected == 0  # wraps
+    assert d.breakdown.select(1) and not d.breakdown.select(1) and not d.breakdown.select(7)
+    top = d.breakdown.top()
+    assert top and top == sorted(top, key=lambda t: -t.total_ms) and len(top) <= 15
+    assert top[0].name.endswith("(baddbmm)") and top[0].family == "attention"
+    assert d.breakdown.top(2) == top[:2]
+    assert not BreakdownModel().move(1) and BreakdownModel().selected_bar() is None
+
+
+def test_breakdown_says_how_to_get_one() -> None:
+    from sdtop.profiler.report.text import PROFILE_HINT
+    from sdtop.tui.models.breakdown import WAITING
+
+    d = Dashboard()
+    d.feed(fixture("clean"))
+    assert d.breakdown.bars() == [] and d.breakdown.hint() == PROFILE_HINT
+    assert "run with --profile" in PROFILE_HINT
+    events = fixture("profiled")
+    first_profile = next(i for i, e in enumerate(events) if isinstance(e, ev.ProfileSummary))
+    d = Dashboard()
+    d.feed(events[:first_profile])  # asked for, not there yet
+    assert d.breakdown.bars() == [] and d.breakdown.hint() == WAITING
+
+
+def test_breakdown_against_a_second_session() -> None:
+    d = profiled_dashboard(against=True)
+    assert d.breakdown.comparing
+    for bar in d.breakdown.bars():
+        assert bar.other == bar.shares  # the same session: the same shares
+
+
+def test_a_profiled_call_is_not_a_measured_one_on_screen() -> None:
+    """The profiled call (slower, under the profiler) is the header's "(profiled)" call, but
+    the latency panel's figures stay the measured ones: p50/p95 are the summary's, and the
+    chart's current call (its it/s) is the last measured call, not the profiled one."""
+    d = profiled_dashboard()
+    row = d.summary.rows[-1]
+    assert d.header.progress()[0] == ("call", "5/5 (profiled)")
+    assert d.latency.p50() == pytest.approx(row.step_ms_p50) and d.latency.p95() == pytest.approx(row.step_ms_p95)
+    current = d.latency.current_series()
+    assert current is not None and current.kind == "measured" and current.call == 3
+    assert all(s.kind != "profiled" for s in d.latency.calls.values())
+    # a latency model fed the profiled steps directly (sdtop run's progress) does not crash
+    latency = LatencyModel()
+    feed(latency, fixture("profiled"))
+    assert latency.p50() == pytest.approx(row.step_ms_p50)
+
+
+def test_a_batch_of_only_profiled_steps_is_folded() -> None:
+    """A replay cut inside the profile phase: the header moves, the chart has nothing to add."""
+    steps = [e for e in fixture("profiled") if isinstance(e, ev.StepTimed) and e.call_kind == "profiled"]
+    d = Dashboard()
+    changed = d.feed(steps[:5])
+    assert "latency" not in changed and d.n_steps == 5 and d.log.start_ts == steps[0].ts

@@ -19,6 +19,7 @@ from sdtop.profiler.host.session import read_events
 from sdtop.tui.app import SdtopApp
 from sdtop.tui.models.dashboard import Dashboard
 from sdtop.tui.screens.against import AgainstScreen
+from sdtop.tui.widgets.breakdown import BreakdownPanel
 from sdtop.tui.widgets.eventlog import EventsPanel
 from sdtop.tui.widgets.header import SessionHeader
 from sdtop.tui.widgets.latency import LatencyPanel
@@ -69,6 +70,11 @@ WIDGETS: dict[str, tuple[Callable[[Dashboard], Widget], str]] = {
     "summary": (lambda d: SummaryPanel(d.summary), "clean"),
     # levers, PSNR and the Pareto mark with their legend line (the speedup gives way at 80)
     "summary_levers": (lambda d: SummaryPanel(d.summary), "levers"),
+    # --profile: a bar per cell (classic's attention share above sdpa's), the selected
+    # (newest) cell's TFLOP/s, MFU and top kernels; alone, the panel has room for the full form
+    "breakdown": (lambda d: BreakdownPanel(d.breakdown), "profiled"),
+    # a session without --profile: the one line saying how to get a breakdown
+    "breakdown_no_profile": (lambda d: BreakdownPanel(d.breakdown), "clean"),
 }
 
 
@@ -120,6 +126,26 @@ def test_live_screen_sessions(snap_compare: SnapCompare, session: str, keys: tup
         await pilot.pause()
 
     assert snap_compare(SdtopApp(replay=SESSIONS / session), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize(
+    ("keys", "size"),
+    [
+        # compact: the breakdown takes its turn below the top row (5), one line per cell
+        pytest.param(("5",), (80, 24), id="80x24"),
+        # full: beside the events, the selected cell's figures and top kernels spelled out
+        pytest.param((), (120, 40), id="120x40"),
+        # the summary's cursor moved to cell 1 picks the cell whose kernels the breakdown lists
+        pytest.param(("4", "down", "up"), (120, 40), id="summary-cursor-120x40"),
+    ],
+)
+def test_live_screen_profiled(snap_compare: SnapCompare, keys: tuple[str, ...], size: tuple[int, int]) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _replayed(pilot)
+        await pilot.press(*keys)
+        await pilot.pause()
+
+    assert snap_compare(SdtopApp(replay=SESSIONS / "profiled"), terminal_size=size, run_before=run_before)
 
 
 def test_live_screen_zoomed_chart(snap_compare: SnapCompare) -> None:
@@ -244,3 +270,17 @@ def test_against_modal_rejects_a_directory(snap_compare: SnapCompare) -> None:
         await pilot.pause()
 
     assert snap_compare(SdtopApp(replay=SESSIONS / "clean"), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_live_screen_profiled_against(snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--against`` a profiled session: each cell's bar has B's under it (here the same
+    session, so the bars agree), as the summary has B's it/s beside each row."""
+    monkeypatch.chdir(ROOT)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _replayed(pilot)
+        await pilot.press("5")
+        await pilot.pause()
+
+    app = SdtopApp(replay=SESSIONS / "profiled", against=Path("tests/fixtures/sessions/profiled"))
+    assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)

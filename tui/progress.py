@@ -127,7 +127,8 @@ class RunProgress:
     def _update(self, ev: Event) -> None:
         if type(ev) is StepTimed:  # thousands a second: the two models that show steps
             self.header.feed_steps((ev,))
-            self.latency.feed_steps((ev,))
+            if ev.call_kind != "profiled":  # --profile's call runs under the profiler: not a speed
+                self.latency.feed_steps((ev,))
             return
         self.header.feed(ev)
         self.latency.feed(ev)

@@ -36,7 +36,12 @@ such figure and its delta; the text and Markdown tables show the deltas of
 :func:`display_columns` only, so they fit a terminal. Each session's PSNR against its own
 baseline (:attr:`Row.psnr_db`) is shown beside the ratios where any matched row has one:
 a faster cell is only a win at a fidelity one accepts. It is a figure of each session, not
-compared across them (the baselines differ). Sessions from different devices or
+compared across them (the baselines differ). Where a session was profiled (``--profile``),
+each session's attention share of its profiled call's busy time (:attr:`Row.attn_pct`)
+is shown the same way, side by side: "why it is fast" read across sessions (classic
+attention's share against SDPA's); the CSV carries every breakdown column
+(:data:`profiler.report.rows.BREAKDOWN_COLUMNS`: all families, idle, GFLOP/step, TFLOP/s,
+MFU) of each session's row. Sessions from different devices or
 library versions are compared anyway; :attr:`Comparison.notes` says so, and every view
 prints those notes above the tables.
 
@@ -86,14 +91,17 @@ from .reference import (
     published_note,
     torch_column_for,
 )
-from .rows import LEVER_OFF, Row, lever_off, rows_of
+from .rows import BREAKDOWN_COLUMNS, LEVER_OFF, Row, has_breakdown, lever_off, rows_of
 from .tables import csv_value
 from .text import (
+    FAMILY_LABELS,
     PSNR_NOTE,
     PSNR_UNIT_NOTE,
+    SHARES_NOTE,
     UNIT_LINE,
     VERSION_LABELS,
     escape_controls,
+    fmt_figure,
     fmt_psnr,
     fmt_rate,
     md_cell,
@@ -703,6 +711,8 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
         top += list(ref.notes)
     if any(_has_psnr(t) for t in cmp.tables):
         top += [PSNR_NOTE, PSNR_UNIT_NOTE]
+    if any(_has_breakdown(t) for t in cmp.tables):
+        top.append(SHARES_NOTE)
     blocks: list[_Block] = []
     for t in cmp.tables:
         above: list[str] = []
@@ -724,6 +734,9 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
         psnr = _has_psnr(t)
         if psnr:
             header += [f"{n} PSNR" for n in names]
+        shares = _has_breakdown(t)
+        if shares:
+            header += [f"{n} {ATTENTION_SHARE}" for n in names]
         figures = _figure_columns(cmp, t)
         header += [title for title, _ in figures]
         if ref is not None:
@@ -739,6 +752,8 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
             cells += [fmt_ratio(m.ratio(i)) for i in range(1, len(names))]
             if psnr:
                 cells += [fmt_psnr(m.psnr(i)) for i in range(len(names))]
+            if shares:
+                cells += [_share_text(r) for r in m.rows]
             cells += [texts[row_index] for _, texts in figures]
             if ref is not None and not has_published(m.first_row().attention):
                 cells += [""] * len(ref.columns)  # the guide measured SDPA only: blank, noted below
@@ -770,6 +785,21 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
 def _has_psnr(t: PipelineTable) -> bool:
     """Whether any row of the table has a PSNR (its columns are shown only then)."""
     return any(r is not None and r.psnr_db is not None for m in t.matches for r in m.rows)
+
+
+#: The header word of each session's attention-share column in the text and Markdown tables.
+ATTENTION_SHARE = f"{FAMILY_LABELS['attention']} %"
+
+
+def _has_breakdown(t: PipelineTable) -> bool:
+    """Whether any row of the table was profiled (its share columns are shown only then)."""
+    return any(r is not None and has_breakdown(r) for m in t.matches for r in m.rows)
+
+
+def _share_text(r: Row | None) -> str:
+    """A session's attention share for a table cell; blank where it has no such cell or
+    did not profile it."""
+    return fmt_figure(r.attn_pct) if r is not None and r.attn_pct is not None else ""
 
 
 def _escaped(texts: list[str]) -> list[str]:
@@ -826,9 +856,17 @@ def to_markdown(cmp: Comparison, ref: ReferenceView | None = None) -> str:
     return "\n".join(lines)
 
 
+def _breakdown_columns(cmp: Comparison) -> tuple[str, ...]:
+    """The breakdown columns the CSV carries: all of them where some session profiled a
+    compared cell, none otherwise (as a delta no row fills is left out)."""
+    profiled = any(has_breakdown(r) for s in cmp.sessions for r in s.rows)
+    return BREAKDOWN_COLUMNS if profiled else ()
+
+
 def csv_columns(cmp: Comparison, ref: ReferenceView | None = None) -> list[str]:
     cols = ["match", "pipeline", "stage", *SETTINGS, "session", "session_dir", "cell", "status", "it_per_s", "ratio"]
     cols += FIDELITY_COLUMNS
+    cols += _breakdown_columns(cmp)
     for c in cmp.delta_columns:
         cols += [c, f"{c}_delta"]
     if ref is not None:
@@ -843,12 +881,15 @@ def to_csv(cmp: Comparison, ref: ReferenceView | None = None) -> str:
     matched cell; a session without it has status ``missing``; settings are that session's
     own (the differing ones included); ``ratio`` and ``*_delta`` are against the first
     session; ``psnr_db`` / ``max_abs_diff`` / ``baseline_cell`` are that session's row's own
-    (against its own baseline; ``inf`` for identical); ``published_<gpu>_<torch>`` keeps the
+    (against its own baseline; ``inf`` for identical); where some session was profiled, the
+    breakdown columns of that session's row follow (:data:`BREAKDOWN_COLUMNS`, each its own,
+    not compared); ``published_<gpu>_<torch>`` keeps the
     published text (units and special cells as published) and ``..._it_per_s`` its figure
     in it/s (1 / x for a "2.34s" cell)."""
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
     w.writerow(csv_columns(cmp, ref))
+    breakdown = _breakdown_columns(cmp)
     number = 0
     for t in cmp.tables:
         for m in t.matches:
@@ -864,6 +905,7 @@ def to_csv(cmp: Comparison, ref: ReferenceView | None = None) -> str:
                 line += [csv_value(r.status) if r is not None else MISSING]
                 line += [csv_value(m.it_per_s(i)), csv_value(m.ratio(i))]
                 line += [csv_value(getattr(r, c) if r is not None else None) for c in FIDELITY_COLUMNS]
+                line += [csv_value(getattr(r, c) if r is not None else None) for c in breakdown]
                 for c in cmp.delta_columns:
                     line += [csv_value(m.value(c, i)), csv_value(m.delta(c, i))]
                 if ref is not None:

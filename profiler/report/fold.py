@@ -4,7 +4,8 @@ session.json need, folded as the events stream by.
 A long session's log is a million lines, nearly all ``StepTimed``; holding them as
 objects cost hundreds of MB. Here each cell keeps its handful of lifecycle, call and
 compile events, its steps as floats per (call, stage), its telemetry as peaks and
-sample tuples, the attention backends its modules held and its last ``Fidelity``, so
+sample tuples, the attention backends its modules held, its last ``Fidelity`` and its
+``ProfileSummary`` events (one per profiled call: ``--profile``), so
 memory grows with cells and calls, not with events (no step event is kept: the
 dashboard folds a live session with this and relies on that). Every figure is
 still derived from events alone (:mod:`profiler.report.rows` defines them).
@@ -36,6 +37,7 @@ from ..contract.events import (
     HostSample,
     PhaseEnded,
     PhaseStarted,
+    ProfileSummary,
     Recompile,
     RecompileLimit,
     SessionFinished,
@@ -159,6 +161,9 @@ class CellFold:
         self.attention_backends: dict[str, list[str]] = {}
         #: The last ``Fidelity`` of the cell: the parent may recompute it (a resumed baseline).
         self.fidelity: Fidelity | None = None
+        #: The breakdowns of the cell's profiled calls (``--profile``: one after the measured
+        #: calls, at each size), in order; never a figure of it/s.
+        self.profiles: list[ProfileSummary] = []
         self.sizes = asked_sizes(self.settings)
         self.size_of_call: dict[int, Size] = {}
         self._current: Size = self.sizes[0]
@@ -218,6 +223,8 @@ class CellFold:
                 self.attention_backends.update(e.attention_backends)
         elif isinstance(e, Fidelity):
             self.fidelity = e
+        elif isinstance(e, ProfileSummary):
+            self.profiles.append(e)
 
     def add_steps(self, steps: Iterable[StepTimed]) -> None:
         """Steps of this cell as :meth:`add` takes them one by one, the bookkeeping paid once

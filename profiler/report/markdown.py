@@ -11,15 +11,24 @@ from typing import Any
 from ...pipelines import registry
 from ..contract import status as st
 from .fold import opt_str
-from .rows import LEVERS, Row, lever_off
+from .rows import FAMILY_COLUMNS, LEVERS, Row, has_breakdown, lever_off
 from .text import (
+    BREAKDOWN_TITLE,
     ENV_LINE_LABELS,
+    FAMILY_LABELS,
+    GFLOP_NOTE,
+    IDLE_NOTE,
+    MFU_NOTE,
     PARETO_LEGEND,
     PARETO_MARK,
+    PROFILE_NOTE,
     PSNR_NOTE,
     PSNR_UNIT_NOTE,
+    SHARES_NOTE,
+    TFLOPS_NOTE,
     UNIT_LINE,
     escape_controls,
+    fmt_figure,
     fmt_psnr,
     fmt_rate,
     fmt_steps_computed,
@@ -71,6 +80,11 @@ def to_markdown(rows: Iterable[Row], env: Mapping[str, Any] | None = None) -> st
     :data:`PARETO_MARK` for a cell on the speed–fidelity–memory front; notes under the
     table say what each means. ``env`` (session.json's ``environment``) adds a versions line
     under the title.
+
+    When some cell was profiled (``--profile``), a "Where the time goes" table follows: one
+    line per profiled cell, labelled as its column above, with the op families' shares of
+    the profiled call's busy time, the idle share, GFLOP/step, TFLOP/s and MFU
+    (:func:`_breakdown_table`), and a line under it defining each column.
     """
     all_rows = list(rows)
     lines = ["# sdtop summary", ""]
@@ -128,7 +142,55 @@ def to_markdown(rows: Iterable[Row], env: Mapping[str, Any] | None = None) -> st
             lines.append("")
             lines.extend(notes)
         lines.append("")
+    labels = {cell: combos[tuple(settings[cell][k] for k in varying)] for cell in cells}
+    lines += _breakdown_table(cells, labels)
     return "\n".join(lines)
+
+
+#: The breakdown table's figure columns after the family shares: (header, Row field).
+_BREAKDOWN_FIGURES = (("GFLOP/step", "gflop_per_step"), ("TFLOP/s", "tflops"), ("MFU %", "mfu_pct"))
+
+
+def _breakdown_table(cells: Mapping[int, list[Row]], labels: Mapping[int, str]) -> list[str]:
+    """ "Where the time goes": one line per profiled cell (the shares and the idle share
+    are the whole profiled call's; GFLOP/step, TFLOP/s and MFU per stage, joined by " / "
+    as the it/s are), each column defined in a line under the table; nothing when no cell
+    was profiled. An MFU that is not a figure says why ("n/a (unknown card ...)")."""
+    profiled = {cell: rs for cell, rs in cells.items() if any(has_breakdown(r) for r in rs)}
+    if not profiled:
+        return []
+    devices = {rs[0].device_name or rs[0].device for rs in profiled.values()}
+    header = ["cell", "pipeline", "settings"]
+    header += [f"{FAMILY_LABELS[f]} %" for f in FAMILY_COLUMNS] + ["idle %"]
+    header += [title for title, _ in _BREAKDOWN_FIGURES]
+    lines = [f"### {BREAKDOWN_TITLE}", "", "| " + " | ".join(header) + " |", "| --- | --- | --- |"]
+    lines[-1] += " ---: |" * (len(header) - 3)
+    for cell, rs in sorted(profiled.items()):
+        first = next(r for r in rs if has_breakdown(r))
+        label = labels.get(cell, "")
+        if len(devices) > 1:
+            label = " · ".join(x for x in (first.device_name or first.device or "", label) if x)
+        texts = [str(cell), first.pipeline, label or "-"]
+        texts += [fmt_figure(getattr(first, column)) for column in FAMILY_COLUMNS.values()]
+        texts.append(fmt_figure(first.idle_pct))
+        for _, field in _BREAKDOWN_FIGURES:
+            texts.append(" / ".join(_stage_figure(r, field) for r in rs))
+        lines.append("| " + " | ".join(md_cell(t) for t in texts) + " |")
+    lines.append("")
+    notes = [SHARES_NOTE, IDLE_NOTE, GFLOP_NOTE, TFLOPS_NOTE, MFU_NOTE, PROFILE_NOTE]
+    if any(len(rs) > 1 for rs in profiled.values()):
+        notes.append("GFLOP/step, TFLOP/s and MFU of a cell with stages: one per stage, as its it/s above")
+    lines += [escape_controls(n, keep_newlines=False) + "." for n in notes]
+    lines.append("")
+    return lines
+
+
+def _stage_figure(row: Row, field: str) -> str:
+    """One stage's figure; for a missing MFU, why (``mfu_note``)."""
+    value = getattr(row, field)
+    if field == "mfu_pct" and value is None and row.mfu_note:
+        return f"n/a ({row.mfu_note})"
+    return fmt_figure(value)
 
 
 def _label_values(row: Row) -> dict[str, Any]:

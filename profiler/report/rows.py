@@ -191,6 +191,44 @@ row of the cell:
     the same baseline (:mod:`profiler.report.pareto` defines it); empty where nothing was
     judged (not ok, no PSNR, alone in its group).
 
+Where the time goes (issue 14, ``--profile``), from the cell's ``ProfileSummary`` of the
+row's size (the last one, for a cell profiled twice): one extra call per cell under
+torch.profiler after the measured ones, of kind ``profiled``. That call never feeds the
+figures above (they read ``measured`` calls only), and the columns below are empty for a
+cell run without ``--profile`` (``mfu_note`` included: nothing was judged).
+
+``attn_pct`` / ``gemm_pct`` / ``conv_pct`` / ``norm_pct`` / ``elementwise_pct`` / ``copy_pct`` / ``other_pct``
+    Each op family's (:data:`profiler.contract.events.OP_FAMILIES`, in that order) share of
+    the profiled call's busy time, in %: its ``family_s`` over the families' sum (CUDA kernel
+    time on a GPU, op self-time on a CPU: ``ProfileSummary.source``). They add up to 100 (±
+    the CSV's rounding); a family this version does not know counts as ``other``
+    (:mod:`profiler.report.breakdown`). Call-level: the whole profiled call (text encoding,
+    every stage, decoding), repeated on every stage row of the cell.
+``idle_pct``
+    ``idle_s / span_s`` in %: the share of the profiled call's span during which the GPU ran
+    no kernel (launches, host syncs, Python between ops). CUDA only: on a CPU the ops overlap
+    nothing to be idle against, and the column is empty. Call-level.
+``gflop_per_step``
+    The sum over the row's stage's denoisers of ``ProfileSummary.flops_per_step`` / 1e9:
+    the FLOPs of one denoising step (torch's FlopCounterMode over the profiled call, divided
+    by its steps). Denoisers are attributed to stages by module key, as compile events are
+    ("unet", "controlnet" -> ``main``; "I.unet" -> ``I``). Empty where nothing was counted.
+``tflops``
+    Achieved TFLOP/s in steady state: the FLOPs of a call (``gflop_per_step`` × steps) over
+    the row's median measured denoising-loop time, i.e. ``gflop_per_step`` × ``it_per_s`` /
+    1000 (``it_per_s`` is the median of steps / ``loop_s`` over the same measured calls). Not
+    the profiled call's own time: the profiler slows the call it watches.
+``mfu_pct``
+    ``tflops`` ÷ the card's dense peak TFLOP/s for the cell's dtype, in %
+    (:mod:`profiler.report.peaks`: the shipped table, each figure with its datasheet; no
+    sparsity; fp32 against the FP32 non-tensor peak, so an fp32 cell whose convolutions ran
+    as TF32, cuDNN's default, can read above 100).
+``mfu_note``
+    Why a profiled row has no ``mfu_pct``: ``cpu``; ``no FLOP count`` (the worker counted
+    none for the stage); ``no measured it/s``; ``unknown card <device name>`` (no row of the
+    table matches it); ``no <dtype> peak for <card>`` (no such hardware path: a T4's bf16).
+    Empty where there is a figure.
+
 Settings columns (``weights`` ... ``iterations``) are what the cell asked for
 (``CellStarted.settings``): ``height``/``width`` is the image the cell produces (for a
 ``--resolutions`` row, the size the row's calls ran at). ``stage_height``/``stage_width``
@@ -230,8 +268,17 @@ from typing import Any
 
 from ...pipelines import registry
 from ...pipelines.settings import CellSpec
-from ..contract.events import NOT_COMPILE_TRIGGERS, CompileStarted, Event, Fidelity, StageTimed
-from . import pareto
+from ..contract.events import (
+    NOT_COMPILE_TRIGGERS,
+    OP_FAMILIES,
+    CompileStarted,
+    Event,
+    Fidelity,
+    ProfileSummary,
+    StageTimed,
+)
+from . import pareto, peaks
+from .breakdown import family_shares, idle_pct
 from .figures import compile_figures, finite_list, median, percentile, telemetry_of
 from .fold import CellFold, SessionFold, Size, call_of, finite, fold, opt_int, opt_str
 from .statuses import RUNNING, session_status
@@ -324,6 +371,20 @@ class Row:
     baseline_cell: int | None = None
     fidelity_note: str | None = None
     pareto: bool | None = None
+    # Where the time goes (issue 14, --profile), appended for the same reason: the family
+    # shares in OP_FAMILIES order (FAMILY_COLUMNS), then the idle share, FLOPs and MFU.
+    attn_pct: float | None = None
+    gemm_pct: float | None = None
+    conv_pct: float | None = None
+    norm_pct: float | None = None
+    elementwise_pct: float | None = None
+    copy_pct: float | None = None
+    other_pct: float | None = None
+    idle_pct: float | None = None
+    gflop_per_step: float | None = None
+    tflops: float | None = None
+    mfu_pct: float | None = None
+    mfu_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -331,6 +392,24 @@ class Row:
 
 #: The CSV header, in order; derived from :class:`Row` so the two can never disagree.
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row))
+#: Each op family's share column, in :data:`OP_FAMILIES` order (attention is ``attn_pct``).
+FAMILY_COLUMNS: dict[str, str] = {f: ("attn" if f == "attention" else f) + "_pct" for f in OP_FAMILIES}
+#: Every column of the breakdown (the module docstring's "Where the time goes").
+BREAKDOWN_COLUMNS: tuple[str, ...] = (
+    *FAMILY_COLUMNS.values(),
+    "idle_pct",
+    "gflop_per_step",
+    "tflops",
+    "mfu_pct",
+    "mfu_note",
+)
+if not set(BREAKDOWN_COLUMNS) <= set(COLUMNS):  # pragma: no cover - schema guard
+    raise TypeError("every breakdown column must be a Row field")
+
+
+def has_breakdown(row: Row) -> bool:
+    """Whether the row's cell was profiled (its family shares are known)."""
+    return row.attn_pct is not None
 
 
 def session_environment(events: Iterable[Event]) -> dict[str, Any]:
@@ -356,7 +435,9 @@ def rows(events: Iterable[Event], *, live: bool = True) -> list[Row]:
     - ``first_call_s``: ``wall_s`` of the ``first`` call (compilation included);
     - ``startup_s``: ``WorkerStarted.ts - CellStarted.ts``; ``build_s``: completed build
       phases' ``duration_s``, summed;
-    - device and versions from the cell's ``Environment``, else the session's.
+    - device and versions from the cell's ``Environment``, else the session's;
+    - the breakdown (``--profile``: family shares, idle, GFLOP/step, TFLOP/s, MFU) from the
+      cell's ``ProfileSummary``; the profiled call itself feeds none of the above.
 
     Status: :func:`profiler.report.statuses.session_status` (``running`` cells of a
     finished session, or of one that is not ``live``, are ``interrupted``; ``live``
@@ -469,6 +550,8 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
             "denoise_s_median": median(finite_list(e.denoise_s for e in measured)),
             "decode_s_median": median(finite_list(e.decode_s for e in measured)),
         }
+        profile = next((p for p in reversed(c.profiles) if here(p)), None)
+        call_breakdown = _call_breakdown(profile)
         for stage in stages:
             timed = [
                 e
@@ -494,11 +577,12 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
             stage_height, stage_width = _stage_hw(pipeline, stage, size, stage_timed)
             frames = _frames(stage_timed, asked_frames)
             call_s = call_figures["call_s_median"]
+            it_per_s = median(rates)
             out.append(
                 Row(
                     stage=stage,
                     measured_calls=len(rates),
-                    it_per_s=median(rates),
+                    it_per_s=it_per_s,
                     step_ms_p50=percentile(step_ms, 50),
                     step_ms_p95=percentile(step_ms, 95),
                     sdpa_kernel=next((k for k in reversed(kernels) if k), None),
@@ -516,10 +600,49 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
                     ),
                     stage_height=stage_height,
                     stage_width=stage_width,
+                    **call_breakdown,
+                    **_stage_breakdown(profile, stage, stages, it_per_s, common),
                     **common,
                 )
             )
     return out
+
+
+def _call_breakdown(profile: ProfileSummary | None) -> dict[str, Any]:
+    """The call-level breakdown columns (the family shares, the idle share) of a profile."""
+    if profile is None:
+        return {}
+    shares = family_shares(profile)
+    out: dict[str, Any] = {"idle_pct": idle_pct(profile)}
+    if shares is not None:
+        out.update({FAMILY_COLUMNS[f]: share for f, share in shares.items()})
+    return out
+
+
+def _stage_breakdown(
+    profile: ProfileSummary | None, stage: str, stages: list[str], it_per_s: float | None, common: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``gflop_per_step``, ``tflops``, ``mfu_pct`` and ``mfu_note`` of one stage's row (the
+    module docstring defines them; the reasons are checked in its order)."""
+    if profile is None:
+        return {}
+    flops = profile.flops_per_step if isinstance(profile.flops_per_step, dict) else {}
+    mine = [finite(v) for k, v in flops.items() if isinstance(k, str) and _stage_of_module(k, stages) == stage]
+    counted = [v for v in mine if v is not None and v >= 0]
+    gflop = math.fsum(counted) / 1e9 if counted else None
+    tflops = gflop * it_per_s / 1000.0 if gflop is not None and it_per_s is not None else None
+    device = str(common.get("device") or "")
+    source = profile.source if isinstance(profile.source, str) else ""
+    mfu: float | None = None
+    if device.startswith("cpu") or (not device and source.startswith("cpu")):
+        note: str | None = "cpu"
+    elif gflop is None:
+        note = "no FLOP count"
+    elif tflops is None:
+        note = "no measured it/s"
+    else:
+        mfu, note = peaks.mfu(tflops, device_name=common.get("device_name"), dtype=common.get("dtype"))
+    return {"gflop_per_step": gflop, "tflops": tflops, "mfu_pct": mfu, "mfu_note": note}
 
 
 def _fidelity(c: CellFold) -> dict[str, Any]:

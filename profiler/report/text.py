@@ -108,3 +108,52 @@ def fmt_steps_computed(computed: float | None, steps: int | None) -> str:
         return ""
     count = f"{computed:.0f}" if float(computed).is_integer() else f"{computed:.1f}"
     return f"{count}/{steps}" if steps else count
+
+
+# --- the profiled call's breakdown (--profile) ------------------------------------------------
+
+#: Each op family's (:data:`profiler.contract.events.OP_FAMILIES`) short name in every table
+#: header and legend: the summary's "Where the time goes", compare, the dashboard.
+FAMILY_LABELS: dict[str, str] = {
+    "attention": "attn",
+    "gemm": "gemm",
+    "conv": "conv",
+    "norm": "norm",
+    "elementwise": "elem",
+    "copy": "copy",
+    "other": "other",
+}
+#: The title of the breakdown table (summary.md) and panel (the dashboard's "Breakdown").
+BREAKDOWN_TITLE = "Where the time goes"
+#: One line per breakdown column, under every table that shows them.
+SHARES_NOTE = (
+    "attn … other = each op family's share of the profiled call's busy time (CUDA kernel time on a GPU, "
+    "op self-time on a CPU), in %; they add up to 100"
+)
+IDLE_NOTE = "idle = share of the profiled call's span with no kernel running on the GPU, in % (CUDA only)"
+GFLOP_NOTE = (
+    "GFLOP/step = FLOPs of one denoising step of the stage's denoisers (torch's FLOP counter over the "
+    "profiled call ÷ its steps)"
+)
+TFLOPS_NOTE = (
+    "TFLOP/s = GFLOP/step × steps ÷ the median measured denoising-loop time: steady state, not the profiled call"
+)
+MFU_NOTE = (
+    "MFU = TFLOP/s ÷ the card's dense peak for the cell's dtype, in % (no sparsity; fp32: the non-tensor FP32 "
+    "peak; the table with its sources: profiler/report/data/gpu_peaks.csv)"
+)
+PROFILE_NOTE = (
+    "The profiled call is one extra call per cell under torch.profiler after the measured ones (--profile); "
+    "it never counts in it/s"
+)
+#: What a view says where the session has no breakdown at all.
+PROFILE_HINT = "no profile in this session: run with --profile"
+
+
+def fmt_figure(v: float | None, digits: int = 1) -> str:
+    """A breakdown figure (a share or MFU in %, GFLOP/step, TFLOP/s) as every table shows
+    it: one decimal (a tenth of a percent is below what a profile resolves);
+    :data:`NO_FIGURE` when there is none."""
+    if v is None or not math.isfinite(v):
+        return NO_FIGURE
+    return f"{v:.{digits}f}"

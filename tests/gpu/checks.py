@@ -29,7 +29,11 @@ Checks (issue 12's list; random weights, fp16, batch 1 unless said):
   and every ok cell's PSNR against its baseline filled;
 - ``fp8 DIR``: the float8 (``--quant fp8dq``) cell ``ok`` beside its bf16 baseline, with a
   finite PSNR (lossy: it shows its cost) and its own it/s; a dry run's CPU says "not
-  supported" instead (SKIP).
+  supported" instead (SKIP);
+- ``profile DIR`` (issue 14, ``--profile``): sdpa and classic cells ``ok``, each with its
+  profiled call's breakdown (shares adding to 100 ± 1, FLOPs per step > 0); the sdpa cell's
+  kernels include a fused attention kernel (flash / memory-efficient / cuDNN), the classic
+  cell's none; the attention share and the top kernels are printed.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from typing import NamedTuple
 from sdtop.profiler.contract.events import (
     Environment,
     Event,
+    ProfileSummary,
     Recompile,
     RecompileLimit,
     StageTimed,
@@ -247,6 +252,42 @@ def check_fp8(directory: Path, dry_run: bool) -> list[Verdict]:
     return out
 
 
+#: Kernel names of the fused SDPA kernels (flash, memory-efficient, cuDNN), as CUDA names them.
+FUSED_ATTENTION = re.compile(r"flash|fmha|efficient_attention|mem_eff|cudnn.*(attn|attention|sdpa)|sdpa", re.I)
+
+
+def check_profile(directory: Path, dry_run: bool) -> list[Verdict]:
+    events, table = _session(directory)
+    summaries = {e.cell: e for e in events if isinstance(e, ProfileSummary)}
+    out: list[Verdict] = []
+    for want in ("sdpa", "classic"):
+        if not any(r.attention == want for r in table):
+            out.append(Verdict("FAIL", "profile", f"no {want} cell in {directory.name}"))
+    for r in table:
+        s = summaries.get(r.cell)
+        if s is None:
+            out.append(Verdict("FAIL", "profile", f"{_label(r)} -> {r.status}, no profiled call"))
+            continue
+        shares = [getattr(r, f"{f}_pct") for f in ("attn", "gemm", "conv", "norm", "elementwise", "copy", "other")]
+        total = sum(x for x in shares if x is not None)
+        top = ", ".join(f"{t.get('name', '?')[:40]} ({t.get('family', '?')})" for t in s.top[:5])
+        fused = [t for t in s.top if FUSED_ATTENTION.search(str(t.get("name", "")))]
+        detail = (
+            f"{_label(r)} -> {r.status}, attention {r.attn_pct or 0:.1f}% of busy time, "
+            f"{r.gflop_per_step or 0:.1f} GFLOP/step, top: {top}"
+        )
+        ok = r.status == "ok" and abs(total - 100.0) <= 1.0 and bool(r.gflop_per_step)
+        if dry_run:  # a CPU runs aten ops, not kernels: no kernel family to find
+            out.append(_ok("profile", ok, detail + " (dry run: kernel names not checked)"))
+            continue
+        if r.attention == "sdpa":
+            ok = ok and bool(fused)
+        elif r.attention == "classic":
+            ok = ok and not fused
+        out.append(_ok("profile", ok, detail + (f"; fused attention kernels: {len(fused)}" if fused else "")))
+    return out
+
+
 CHECKS: dict[str, tuple[int, Callable[..., list[Verdict]]]] = {
     "all-ok": (1, check_all_ok),
     "kernels": (1, check_kernels),
@@ -258,6 +299,7 @@ CHECKS: dict[str, tuple[int, Callable[..., list[Verdict]]]] = {
     "overhead": (1, check_overhead),
     "levers": (1, check_levers),
     "fp8": (1, check_fp8),
+    "profile": (1, check_profile),
 }
 
 

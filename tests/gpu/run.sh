@@ -2,7 +2,7 @@
 # sdtop's GPU check, for a lent H100/H200 (the tool library's `device` entry). It FAILS (exit 1)
 # when any check fails, and says so at once (exit 2) on a machine without a GPU.
 #
-#   bash tests/gpu/run.sh [eager|compile|dit|all] # three parts, each meant to fit one 5-minute call
+#   bash tests/gpu/run.sh [eager|compile|dit|profile|all]  # parts, each meant to fit one 5-minute call
 #   bash tests/gpu/run.sh all --dry-run           # CPU rehearsal: tiny weights, same steps and checks
 #
 # From this repo's root, after tests/gpu/fetch_wheels.sh has filled .whl/ (diffusers is not on
@@ -20,9 +20,9 @@ PART=all
 DRY=""
 for a in "$@"; do
   case "$a" in
-    eager|compile|dit|all) PART=$a ;;
+    eager|compile|dit|profile|all) PART=$a ;;
     --dry-run) DRY=--dry-run ;;
-    *) echo "usage: bash tests/gpu/run.sh [eager|compile|dit|all] [--dry-run]" >&2; exit 2 ;;
+    *) echo "usage: bash tests/gpu/run.sh [eager|compile|dit|profile|all] [--dry-run]" >&2; exit 2 ;;
   esac
 done
 OUT=${OUT:-/tmp/sdtop-gpu}
@@ -173,4 +173,11 @@ if [ "$PART" = dit ] || [ "$PART" = all ]; then
   step "9. one float8 cell: FLUX.1-dev with torchao fp8 dynamic quantization beside bf16"
   sdtop_run fp8 150 --pipeline flux-txt2img --weights random --dtype bf16 --steps 4 --iterations 2 --quant none,fp8dq
   check fp8 "$S/fp8"
+fi
+
+if [ "$PART" = profile ] || [ "$PART" = all ]; then
+  step "10. why it is fast: one profiled SD 1.5 call per cell, sdpa beside classic"
+  sdtop_run profile 150 --pipeline sd-txt2img --weights random --dtype fp16 --steps 20 --iterations 2 \
+    --attention sdpa,classic --profile
+  check profile "$S/profile"
 fi

@@ -166,6 +166,11 @@ class CompareModel:
         m = self._matches.get(_key(row))
         return m if m is not None and m.rows[1] is not None else None
 
+    def other_row(self, row: Row) -> Row | None:
+        """B's row for the row's matched cell (the Breakdown panel's second bar); None unmatched."""
+        m = self.match(row)
+        return m.rows[1] if m is not None else None
+
     def other_text(self, row: Row) -> str:
         """B's it/s for the row's cell; B's status where that cell failed (as ``sdtop
         compare`` shows it: an OOM after two calls has an it/s, but not one to read as

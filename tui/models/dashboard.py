@@ -10,6 +10,8 @@ A batch costs in proportion to the batch, not to the session (tests/perf/bench_u
 - step events, nearly all of a fast session, skip the per-event ``match`` of every model:
   consecutive steps are folded as one run (:meth:`LatencyModel.feed_steps`,
   :meth:`HeaderModel.feed_steps`); the log and the memory gauges never look at them;
+- the Breakdown panel (``--profile``) reads the summary's rows and each cell's last
+  ``ProfileSummary`` (its top kernels): nothing per step;
 - no step event is kept: the summary is the report layer's own fold of the session
   (:class:`SessionFold`: a cell's steps as floats), the same one ``sdtop export`` folds
   from events.jsonl, so the table and an export from this screen cannot disagree; the
@@ -19,6 +21,7 @@ A batch costs in proportion to the batch, not to the session (tests/perf/bench_u
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import TypeVar
 
 from ...profiler.contract import events as ev
@@ -26,6 +29,7 @@ from ...profiler.report import summary
 from ...profiler.report.fold import SessionFold
 from ...profiler.report.render import Format, render_folded
 from ...profiler.report.rows import cell_rows
+from .breakdown import BreakdownModel
 from .compare import CompareModel
 from .eventlog import EventLogModel, LogEntry
 from .header import HeaderModel
@@ -35,9 +39,14 @@ from .summary import SummaryModel
 
 #: Events after which a cell's summary rows may differ (status or figures of the cell).
 # Fidelity: the parent judges a cell after its worker exits, so its PSNR comes last.
-_ROW_EVENTS = (ev.CellFinished, ev.WorkerExited, ev.Error, ev.CellStarted, ev.Fidelity)
+# ProfileSummary: the breakdown columns (--profile); the worker sends it before the cell ends,
+# but a row must not depend on that order.
+_ROW_EVENTS = (ev.CellFinished, ev.WorkerExited, ev.Error, ev.CellStarted, ev.Fidelity, ev.ProfileSummary)
 
-PANELS = ("header", "latency", "memory", "events", "summary")
+_CALL_KIND = attrgetter("call_kind")
+_PROFILED = "profiled"
+
+PANELS = ("header", "latency", "memory", "events", "summary", "breakdown")
 
 E = TypeVar("E", bound=ev.Event)
 
@@ -56,6 +65,7 @@ class Dashboard:
         self.log = EventLogModel()
         self.summary = SummaryModel()
         self.compare = CompareModel()
+        self.breakdown = BreakdownModel(self.compare)
         self.new_entries: list[LogEntry] = []
         self._cell_rows: dict[int, list[summary.Row]] = {}
         self._stale: set[int] = set()
@@ -87,12 +97,21 @@ class Dashboard:
         return changed
 
     def _fold_steps(self, steps: list[ev.StepTimed], changed: set[str]) -> None:
-        """A run of consecutive steps: what each model would do with them one by one."""
+        """A run of consecutive steps: what each model would do with them one by one.
+
+        The profiled call's steps (``--profile``) go to the header (it says "call 5/5
+        (profiled)") but not to the latency chart: that call runs under torch.profiler,
+        slower than the steady state, and "feeds the breakdown only" (the contract's
+        ``CALL_KINDS``); drawn as the current call it would put its rate in the panel's it/s.
+        """
         self.n_steps += len(steps)
         self.fold.add_steps(steps)
         if self.header.feed_steps(steps):
             changed.add("header")
-        if self.latency.feed_steps(steps):
+        charted = steps
+        if _PROFILED in map(_CALL_KIND, steps):  # rare: scanned in C, filtered only then
+            charted = [e for e in steps if e.call_kind != _PROFILED]
+        if self.latency.feed_steps(charted):
             changed.add("latency")
         if self.log.start_ts is None:
             self.log.start_ts = steps[0].ts
@@ -106,6 +125,8 @@ class Dashboard:
             changed.add("latency")
         if self.memory.feed(event):
             changed.add("memory")
+        if self.breakdown.feed(event):
+            changed.add("breakdown")
         entry = self.log.feed(event)
         if entry is not None:
             self.new_entries.append(entry)
@@ -131,6 +152,8 @@ class Dashboard:
         if self.summary.set_rows(every):
             self.compare.set_current(self.summary.rows, self.sparse)  # a cell finished: recompare
             changed.add("summary")
+            if self.breakdown.set_rows(self.summary.rows):
+                changed.add("breakdown")
 
     def first(self, kind: type[E]) -> E | None:
         """The first event of a kind other than steps (``SessionStarted``: what was asked)."""

@@ -26,6 +26,7 @@ PHASE_LABELS = {
     "first_call": "first call",
     "warmup": "warmup",
     "measure": "measuring",
+    "profile": "profiling",
 }
 
 #: Session-level Environment keys shown in the header, in order, with their labels.

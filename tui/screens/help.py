@@ -27,7 +27,7 @@ KEYS = (
         "Panels",
         (
             ("tab / shift+tab", "next / previous panel"),
-            ("1 2 3 4", "latency, memory, events, summary"),
+            ("1 2 3 4 5", "latency, memory, events, summary, breakdown"),
             ("z / esc", "zoom the panel / back"),
             ("f", "filter the events log"),
             ("o", "sort the summary"),

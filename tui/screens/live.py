@@ -1,9 +1,10 @@
-"""The live screen: header, step latency, memory, events and the session table.
+"""The live screen: header, step latency, memory, events, the session table and the
+breakdown of profiled cells.
 
-At 80×24 the latency chart and memory share the top row and the events log and the
-summary take turns below (tab switches, and the summary comes forward by itself once the
-session is over); from about 110×32 everything is on screen at once. Any panel can be
-zoomed to the whole area.
+At 80×24 the latency chart and memory share the top row and the events log, the summary
+and the breakdown take turns below (tab switches, and the summary comes forward by itself
+once the session is over); from about 110×32 everything is on screen at once, the events
+and the breakdown side by side. Any panel can be zoomed to the whole area.
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ from ..models.dashboard import Dashboard
 from ..models.eventlog import LogEntry
 from ..reader import Batch
 from ..sources import RunController
+from ..widgets.breakdown import BreakdownPanel
 from ..widgets.eventlog import EventLogView, EventsPanel
 from ..widgets.header import SessionHeader
 from ..widgets.latency import LatencyPanel
 from ..widgets.memory import MemoryPanel
 from ..widgets.summary import SummaryPanel
 
-PANELS = ("latency", "memory", "events", "summary")
+#: The panels in their key order (1-5, tab).
+PANELS = ("latency", "memory", "events", "summary", "breakdown")
+#: The panels that take turns below the top row in the compact layout.
+BOTTOM = ("events", "summary", "breakdown")
 #: The screen draws in frames, on one clock, once a second (``top -d 1``): every panel that
 #: changed is drawn in the same frame, so Textual composes the screen once a second, not once
 #: per panel or per batch. Each pass costs the UI thread whatever changed (the chart alone
@@ -73,6 +78,7 @@ class LiveScreen(Screen[None]):
         Binding("2", "select_panel('memory')", show=False),
         Binding("3", "select_panel('events')", show=False),
         Binding("4", "select_panel('summary')", show=False),
+        Binding("5", "select_panel('breakdown')", show=False),
     ]
 
     def __init__(
@@ -115,7 +121,9 @@ class LiveScreen(Screen[None]):
             with Horizontal(id="top"):
                 yield LatencyPanel(d.latency, id="latency").add_class("panel")
                 yield MemoryPanel(d.memory, id="memory").add_class("panel")
-            yield EventsPanel(d.log, id="events").add_class("panel")
+            with Horizontal(id="middle"):
+                yield EventsPanel(d.log, id="events").add_class("panel")
+                yield BreakdownPanel(d.breakdown, id="breakdown").add_class("panel")
             yield SummaryPanel(d.summary, compare=d.compare, id="summary").add_class("panel")
         yield Footer(compact=True)
 
@@ -147,6 +155,7 @@ class LiveScreen(Screen[None]):
             panel.display = name in shown
             panel.set_class(name == self.selected, "-selected")
         self.query_one("#top").display = bool(shown & {"latency", "memory"})
+        self.query_one("#middle").display = bool(shown & {"events", "breakdown"})
 
     def _panel_focus_target(self, name: str) -> Widget:
         panel = self.query_one(f"#{name}")
@@ -158,11 +167,21 @@ class LiveScreen(Screen[None]):
 
     def action_select_panel(self, name: str) -> None:
         self.selected = name
-        if name in ("events", "summary"):
+        if name in BOTTOM:
             self.bottom = name
             self._bottom_chosen = True
         self._layout()
         self._panel_focus_target(name).focus()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The summary's cursor picks the Breakdown panel's cell, while the summary is the
+        panel keys act on (a table rebuilt puts its cursor on row 0: that is no choice)."""
+        key = event.row_key.value
+        if self.selected != "summary" or not isinstance(key, str):
+            return
+        cell = key.split(":", 1)[0]
+        if cell.isdigit() and self.dashboard.breakdown.select(int(cell)):
+            self.query_one(BreakdownPanel).refresh()
 
     def action_next_panel(self, step: int = 1) -> None:
         self.action_select_panel(PANELS[(PANELS.index(self.selected) + step) % len(PANELS)])
@@ -189,6 +208,8 @@ class LiveScreen(Screen[None]):
             self._log_backlog.extend(self.dashboard.new_entries)
         if "summary" in changed:
             self.query_one(SummaryPanel).show()
+        if "breakdown" in changed:  # a cell was profiled: drawn at once, as the table
+            self.query_one(BreakdownPanel).show()
         for warning in batch.warnings:
             self.notify(warning, severity="warning", timeout=8)
         if batch.error is not None:  # the runner itself failed mid-run: say why, and keep it up
@@ -321,7 +342,9 @@ class LiveScreen(Screen[None]):
         if other is None:
             return
         self.dashboard.compare.set_other(other)
+        self.dashboard.breakdown.refresh()  # the other session's bars
         self.query_one(SummaryPanel).show()
+        self.query_one(BreakdownPanel).show()
         self._bring_summary()
         if self.on_against is not None:
             self.on_against(other)
