@@ -110,3 +110,15 @@ def test_the_gpu_script_runs_benchmark_1_on_cuda() -> None:
     parsed = bench_overhead.build_parser().parse_args(argv[2:])
     cell = " ".join(bench_overhead.cell_args(parsed))
     assert "--weights random" in cell and "--height 512" in cell and "--dtype fp16" in cell and "--steps 50" in cell
+
+
+def test_profile_benchmark_alternates_runs_with_and_without_profile(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    stdout = run_bench(
+        "bench_profile.py", *shlex.split("--rounds 1 --steps 2 --iterations 1 --warmup 0"), "--json", str(path)
+    )
+    f = figures(stdout)
+    assert {"plain_call_it_per_s", "profile_call_it_per_s", "ratio", "profiled_call_slowdown"} <= f.keys()
+    assert float(f["ratio"]) > 0 and float(f["profiled_call_slowdown"]) > 0 and float(f["trace_mib"]) > 0
+    data = json.loads(path.read_text())
+    assert data["ratio"]["target"] == ">= 0.98" and "machine" in data["context"]

@@ -344,6 +344,7 @@ class CellRun:
         from .apply import apply_settings, preflight
         from .compile_watch import watch_cell
         from .outputs import outputs_folder
+        from .profiling import profiles_folder
         from .timing import TimerSlot, clock_for, instrument, step_callback_kwargs
 
         spec = self.spec
@@ -401,8 +402,14 @@ class CellRun:
             self.emit_memory(phase, call)
             if kind == "measured":
                 self.measured_done += 1
+        if profiles_folder(spec.profile) is None:
+            watch.close()
+            self._end_phase()
+            return status.OK
+        self._end_phase()  # the compile watch stays on: a recompile in the profiled call is seen
+        watch.on_call(len(plan))
+        self._profile(built, len(plan), clock, slot, callbacks)
         watch.close()
-        self._end_phase()
         return status.OK
 
     # Phases of calls span several calls, so they are opened and closed by hand.
@@ -520,6 +527,56 @@ class CellRun:
         if keep_output:
             latents, slot.latents = slot.latents, None
             self._save_output(call, last, latents, prev, video)
+
+    def _profile(
+        self,
+        built: BuiltPipeline,
+        call: int,
+        clock: Clock,
+        slot: TimerSlot,
+        callbacks: dict[str, dict[str, object]],
+    ) -> None:
+        """``--profile``: one more call, after the measured ones and their saved output,
+        under torch.profiler (:mod:`.profiling`), in its own phase; then its summary.
+
+        Nothing of it exists before this call, so the measured calls are what they are
+        without ``--profile``. It is an extra, never the cell's result: a failure here (out
+        of memory under the profiler, an error, a profiler that cannot start) ends the
+        phase not-ok with one warning and the cell stays ok; only an interrupt goes on up."""
+        import torch
+
+        from .profiling import ProfiledCall, profiles_folder, targets_of
+
+        folder = profiles_folder(self.spec.profile)
+        assert folder is not None  # the caller checked
+        self._start_phase("profile")
+        self.call = call
+        self.calls_in_phase = 1
+        probe = self.applied.probe if self.applied is not None else None
+        if probe is not None:  # a stage not sampled yet would start (and stop) a profiler of its
+            probe.sampled.update(st.name for st in built.stages)  # own inside this one's: it ends both
+        try:
+            self.faults.check("profile", self.calls_in_phase)
+            profiled = ProfiledCall(
+                device=self.spec.device,
+                targets=targets_of(built.stages),
+                folder=folder,
+                cell=self.index,
+                memory_snapshot=self.spec.memory_snapshot,
+            )
+            with profiled, torch.inference_mode():
+                self._one_call(built, call, "profiled", clock, slot, callbacks)
+            self.emit_memory("profile", call)
+            summary = profiled.summary(call=call, steps=sum(st.steps for st in built.stages))
+        except Exception as exc:
+            why = status.one_line(f"{type(exc).__name__}: {exc}")
+            self.emit(Log(cell=self.index, level="warning", message=f"profile not taken: {why}"))
+            self._end_phase(ok=False)
+            return
+        self.emit(summary)
+        for note in profiled.notes:
+            self.emit(Log(cell=self.index, level="warning", message=f"profile: {note}"))
+        self._end_phase()
 
     def _save_output(
         self, call: int, stage: StageRun, latents: torch.Tensor | None, output: object, video: bool
