@@ -191,6 +191,7 @@ class Harness(App[None]):
 
 
 async def _setup(pilot: Pilot[Any]) -> SetupScreen:
+    pilot.app.animation_level = "none"  # a tab switch's underline would take 0.3 s each
     await until(pilot, lambda: isinstance(pilot.app.screen, SetupScreen))
     screen = pilot.app.screen
     assert isinstance(screen, SetupScreen)

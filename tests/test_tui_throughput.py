@@ -40,11 +40,16 @@ def finished_rows(events: list[ev.Event]) -> list[summary.Row]:
 @pytest.mark.parametrize("size", [1, 7, 10_000])
 def test_incremental_rows_are_the_summary_rows(name: str, size: int) -> None:
     """Rows kept per cell, recomputed for the cells a batch touched, are what
-    ``summary.rows`` of every event says, after every batch."""
+    ``summary.rows`` of every event says, after every batch that can change a finished row
+    (a batch of steps only cannot: steps belong to a running cell, which has no finished
+    row; checking after those too made this test quadratic in the fixture's steps)."""
     events = fixture(name)
     d = Dashboard()
     for at in range(0, len(events), size):
-        d.feed(events[at : at + size])
+        batch = events[at : at + size]
+        d.feed(batch)
+        if all(type(e) is ev.StepTimed for e in batch):
+            continue
         assert d.summary.rows == finished_rows(events[: at + size])
     assert d.n_events == len(events) and d.sparse == [e for e in events if not isinstance(e, ev.StepTimed)]
 
