@@ -464,3 +464,11 @@ def test_compare_of_the_recorded_fixture_with_itself() -> None:
     b = dataclasses.replace(a, label="B")
     text = cmp.to_text(cmp.compare([a, b]))
     assert "A attn %" in text and "B attn %" in text
+
+
+def test_small_figures_keep_three_significant_digits_where_a_decimal_would_read_zero() -> None:
+    from sdtop.profiler.report.text import fmt_figure
+
+    assert [fmt_figure(v) for v in (0.0013, 0.04, 0.9996, 12.34, 0.0, None)] == [
+        "0.0013", "0.04", "1.0", "12.3", "0.0", fmt_figure(None),
+    ]  # fmt: skip

@@ -132,8 +132,8 @@ SHARES_NOTE = (
 )
 IDLE_NOTE = "idle = share of the profiled call's span with no kernel running on the GPU, in % (CUDA only)"
 GFLOP_NOTE = (
-    "GFLOP/step = FLOPs of one denoising step of the stage's denoisers (torch's FLOP counter over the "
-    "profiled call ÷ its steps)"
+    "GFLOP/step = FLOPs of one denoising step of the stage's denoisers (torch's FLOP-counter formulas on the "
+    "profiled call's ops ÷ its steps)"
 )
 TFLOPS_NOTE = (
     "TFLOP/s = GFLOP/step × steps ÷ the median measured denoising-loop time: steady state, not the profiled call"
@@ -152,8 +152,11 @@ PROFILE_HINT = "no profile in this session: run with --profile"
 
 def fmt_figure(v: float | None, digits: int = 1) -> str:
     """A breakdown figure (a share or MFU in %, GFLOP/step, TFLOP/s) as every table shows
-    it: one decimal (a tenth of a percent is below what a profile resolves);
+    it: one decimal (a tenth of a percent is below what a profile resolves), but three
+    significant digits where that decimal would read 0 (a tiny model's 0.0013 GFLOP/step);
     :data:`NO_FIGURE` when there is none."""
     if v is None or not math.isfinite(v):
         return NO_FIGURE
+    if v != 0 and round(v, digits) == 0:
+        return f"{v:.3g}"
     return f"{v:.{digits}f}"
