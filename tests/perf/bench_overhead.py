@@ -118,8 +118,9 @@ def run_sdtop(cell: list[str], work: Path, i: int, sample_ms: str | None) -> dic
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="sdtop run vs the seed's bare loop, alternated A B A B")
+def add_cell_options(p: argparse.ArgumentParser) -> None:
+    """The options :func:`cell_args` reads (the cell both sides run), and the run's own:
+    shared by every benchmark that alternates two ways of running one cell."""
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--rounds", type=int, default=3, help="A B pairs (default 3)")
     p.add_argument("--iterations", type=int, default=3, help="measured calls per run (default 3, as the seed)")
@@ -133,10 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default="1")
     p.add_argument("--attention", default="sdpa")
     p.add_argument("--compile", default="none")
-    p.add_argument("--sample-ms", default=None, help="passed to sdtop run (default: sdtop's own)")
     p.add_argument("--keep", default=None, metavar="DIR", help="keep the sessions and results in DIR")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--threads", default=None, help="torch CPU threads, both sides (default: sdtop's auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="sdtop run vs the seed's bare loop, alternated A B A B")
+    add_cell_options(p)
+    p.add_argument("--sample-ms", default=None, help="passed to sdtop run (default: sdtop's own)")
     return p
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.perf.bench_overhead import TARGET, cell_args
+from tests.perf.bench_overhead import TARGET, add_cell_options, cell_args
 from tests.perf.common import Report, median, run_checked
 
 
@@ -90,22 +90,7 @@ def run_cell(cell: list[str], work: Path, name: str, *, profile: bool) -> dict[s
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="sdtop run with and without --profile, alternated A B, B A, ...")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--rounds", type=int, default=3, help="A B pairs (default 3)")
-    p.add_argument("--iterations", type=int, default=3, help="measured calls per run (default 3)")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--pipeline", default=None)
-    p.add_argument("--weights", default=None)
-    p.add_argument("--steps", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--height", default=None)
-    p.add_argument("--width", default=None)
-    p.add_argument("--batch", default="1")
-    p.add_argument("--attention", default="sdpa")
-    p.add_argument("--compile", default="none")
-    p.add_argument("--threads", default=None, help="torch CPU threads, both sides (default: sdtop's auto)")
-    p.add_argument("--keep", default=None, metavar="DIR", help="keep the sessions in DIR")
-    p.add_argument("--json", default=None, help="also write the figures here")
+    add_cell_options(p)
     return p
 
 
