@@ -1,4 +1,4 @@
-"""The ``sdtop`` command: the app, ``run``, ``replay``, ``export`` and ``compare``.
+"""The ``sdtop`` command: the app, ``run``, ``replay``, ``export``, ``compare`` and ``merge``.
 
 Start-up matters (``sdtop --help`` should answer in well under half a second on a small
 box), so this module imports only the stdlib at load time; textual, rich and the session
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-COMMANDS = ("run", "replay", "export", "compare")
+COMMANDS = ("run", "replay", "export", "compare", "merge")
 
 
 class UsageError(Exception):
@@ -266,7 +266,7 @@ def build_parser() -> _Parser:
         description="top for diffusion pipelines. With no command: the dashboard (setup screen, "
         "or straight to the live screen when matrix options are given).",
         epilog="commands: sdtop run ... | sdtop replay DIR | sdtop export DIR --format csv|md|json"
-        " | sdtop compare A B [C ...]",
+        " | sdtop compare A B [C ...] | sdtop merge A B [C ...] -o OUT",
     )
     _add_matrix_options(p)
     return p
@@ -357,6 +357,18 @@ def build_compare_parser() -> _Parser:
     return p
 
 
+def build_merge_parser() -> _Parser:
+    p = _Parser(
+        prog="sdtop merge",
+        description="Merge sessions recorded on different machines into one session: their cells one after "
+        "another, each keeping its own machine's environment; the summary has one table per device.",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="session directories, merged in this order")
+    p.add_argument("-o", "--out", required=True, help="the merged session's directory (must not exist)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing session in --out")
+    return p
+
+
 # --- commands -------------------------------------------------------------------------------
 
 
@@ -429,6 +441,26 @@ def cmd_compare(argv: Sequence[str]) -> int:
     for r in slowed:
         print(f"sdtop: regression: {r.line()}", file=sys.stderr)
     return 1 if slowed else 0
+
+
+def cmd_merge(argv: Sequence[str]) -> int:
+    """Write the merged events.jsonl (host storage), then its derived files (the report
+    layer's finalize), and print the summary as ``sdtop run`` does at its end."""
+    import json
+
+    from ..profiler.host.merge import merge
+    from ..profiler.report.render import finalize
+
+    args = build_merge_parser().parse_args(argv)
+    warnings: list[str] = []
+    out = merge(args.dirs, args.out, force=args.force, argv=["sdtop", "merge", *argv], on_warning=warnings.append)
+    for w in warnings:
+        print(f"sdtop: warning: {w}", file=sys.stderr)
+    finalize(out)
+    sys.stdout.write((out / "summary.md").read_text())
+    status = json.loads((out / "session.json").read_text()).get("status")
+    print(f"\nsession: {out} ({status}, merged from {len(args.dirs)} sessions)", file=sys.stderr)
+    return 0
 
 
 def cmd_run(argv: Sequence[str]) -> int:
@@ -544,7 +576,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     try:
         if argv and argv[0] in COMMANDS:
-            handler = {"run": cmd_run, "replay": cmd_replay, "export": cmd_export, "compare": cmd_compare}[argv[0]]
+            handler = {
+                "run": cmd_run,
+                "replay": cmd_replay,
+                "export": cmd_export,
+                "compare": cmd_compare,
+                "merge": cmd_merge,
+            }[argv[0]]
             return handler(argv[1:])
         if argv and not argv[0].startswith("-"):
             raise UsageError(

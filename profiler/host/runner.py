@@ -636,6 +636,12 @@ def resume(
     warnings: list[str] = []
     events = session.events(on_warning=warnings.append)
     cell_dicts, matrix, todo = unfinished_cells(events)
+    if "merged_from" in matrix:  # sdtop merge: its cells ran on other machines, under other matrices
+        session.close()
+        raise BadInput(
+            f"--resume {directory}: a merged session (sdtop merge) is a record of other machines' runs; "
+            "resume each of its inputs where it ran, then merge again"
+        )
     cells = [CellSpec.from_dict(c) for c in cell_dicts]
     hub.preflight(cells[i] for i in todo)  # the models may have left this disk meanwhile
     lau = _launcher(launcher)
