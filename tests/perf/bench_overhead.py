@@ -78,6 +78,25 @@ def cell_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def ab_figures(a_runs: list[dict[str, Any]], b_runs: list[dict[str, Any]]) -> tuple[list[float], float, float]:
+    """(B/A per round, pooled A it/s, pooled B it/s) of alternated runs: each run's
+    ``call_it_s`` are its measured calls' rates. The per-round ratio's median is the verdict
+    (drift falls on both sides of a round); the pooled figures are what a reader compares."""
+    per_round = [median(b["call_it_s"]) / median(a["call_it_s"]) for a, b in zip(a_runs, b_runs, strict=True)]
+    pooled_a = median([x for r in a_runs for x in r["call_it_s"]])
+    pooled_b = median([x for r in b_runs for x in r["call_it_s"]])
+    return per_round, pooled_a, pooled_b
+
+
+def report_ratios(report: Report, per_round: list[float], pooled_a: float, pooled_b: float, target: float) -> float:
+    """The three ratio figures every alternated benchmark prints; returns the verdict's ratio."""
+    ratio = median(per_round)
+    report.figure("ratio_per_round", " ".join(f"{r:.4f}" for r in per_round))
+    report.figure("ratio_pooled", pooled_b / pooled_a)
+    report.figure("ratio", ratio, target=f">= {target}", met=ratio >= target)
+    return ratio
+
+
 def run_bare(cell: list[str], work: Path, i: int) -> dict[str, Any]:
     path = work / f"bare-{i}.json"
     t0 = time.perf_counter()
@@ -175,17 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    per_round = [median(b["call_it_s"]) / median(a["call_it_s"]) for a, b in zip(bare, sdtop, strict=True)]
-    pooled_a = median([x for r in bare for x in r["call_it_s"]])
-    pooled_b = median([x for r in sdtop for x in r["call_it_s"]])
-    target = TARGET[args.device]
-    ratio = median(per_round)
+    per_round, pooled_a, pooled_b = ab_figures(bare, sdtop)
     report.figure("bare_call_it_per_s", pooled_a, "it/s")
     report.figure("sdtop_call_it_per_s", pooled_b, "it/s")
     report.figure("sdtop_loop_it_per_s", median([r["it_per_s"] for r in sdtop if r["it_per_s"]]), "it/s")
-    report.figure("ratio_per_round", " ".join(f"{r:.4f}" for r in per_round))
-    report.figure("ratio_pooled", pooled_b / pooled_a)
-    report.figure("ratio", ratio, target=f">= {target}", met=ratio >= target)
+    report_ratios(report, per_round, pooled_a, pooled_b, TARGET[args.device])
     spread = [x for r in bare for x in r["call_it_s"]]
     if spread:
         report.figure("bare_call_spread", (max(spread) - min(spread)) / pooled_a, "(max-min)/median")

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.perf.bench_overhead import TARGET, add_cell_options, cell_args
+from tests.perf.bench_overhead import TARGET, ab_figures, add_cell_options, cell_args, report_ratios
 from tests.perf.common import Report, median, run_checked
 
 
@@ -124,16 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    per_round = [median(b["call_it_s"]) / median(a["call_it_s"]) for a, b in zip(plain, profiled, strict=True)]
-    pooled_a = median([x for r in plain for x in r["call_it_s"]])
-    pooled_b = median([x for r in profiled for x in r["call_it_s"]])
-    target = TARGET[args.device]
-    ratio = median(per_round)
+    per_round, pooled_a, pooled_b = ab_figures(plain, profiled)
     report.figure("plain_call_it_per_s", pooled_a, "it/s")
     report.figure("profile_call_it_per_s", pooled_b, "it/s")
-    report.figure("ratio_per_round", " ".join(f"{r:.4f}" for r in per_round))
-    report.figure("ratio_pooled", pooled_b / pooled_a)
-    report.figure("ratio", ratio, target=f">= {target}", met=ratio >= target)
+    report_ratios(report, per_round, pooled_a, pooled_b, TARGET[args.device])
     slowdown = median([r["profiled_wall_s"] / median(r["wall_s"]) for r in profiled])
     report.figure("profiled_call_slowdown", slowdown, "x (profiled call wall / measured call wall)")
     report.figure("profile_phase_s", median([r["phase_s"] for r in profiled]), "s")
