@@ -286,6 +286,174 @@ class MatrixSpec:
         return len(expand(self, cuda_available=cuda_available))
 
 
+# --- where the cells run ---------------------------------------------------------------------
+
+#: ``--ray`` values besides a cluster address: ``auto`` (the cluster this machine belongs
+#: to, as ``ray.init(address="auto")`` finds it) and ``local`` (a one-machine cluster started
+#: for this run, for trying it).
+RAY_SPECIAL = ("auto", "local")
+#: The cores a lane's worker may use ("0,1"): set by the parent per lane (``--lanes``,
+#: ``--gpus``), applied by the worker before it imports torch.
+LANE_CPUS_ENV = "SDTOP_LANE_CPUS"
+#: The CPU threads a Ray slot holds (its task's ``num_cpus``): auto threads use that many.
+THREADS_ENV = "SDTOP_THREADS"
+_ACCELERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the cells run: not part of the matrix (the same cells, measured the same way,
+    whoever runs them), recorded in ``SessionStarted.placement`` so ``--resume`` runs the
+    unfinished cells the same way.
+
+    One lane (the default) is the sequential run. ``lanes`` > 1 runs that many CPU workers
+    side by side, each on its share of the cores (or, with ``ray``, keeps that many cells in
+    flight on the cluster); ``gpus`` (or ``all_gpus``) runs one lane per card of this box.
+    """
+
+    lanes: int = 1
+    gpus: tuple[int, ...] = ()
+    all_gpus: bool = False
+    # "" = this machine; "local", "auto" or a cluster address (host:port, ray://host:port).
+    ray: str = ""
+    accelerators: tuple[str, ...] = ()
+    # How often a cell whose Ray node was lost runs again elsewhere.
+    retries: int = 1
+
+    @property
+    def wants_gpus(self) -> bool:
+        return self.all_gpus or bool(self.gpus)
+
+    @property
+    def parallel(self) -> bool:
+        """True where cells may run side by side (more than one lane, or Ray)."""
+        return self.lanes > 1 or self.wants_gpus or bool(self.ray)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Placement:
+        return cls(
+            lanes=int(d.get("lanes", 1)),
+            gpus=tuple(int(g) for g in d.get("gpus", ())),
+            all_gpus=bool(d.get("all_gpus", False)),
+            ray=str(d.get("ray", "")),
+            accelerators=tuple(str(a) for a in d.get("accelerators", ())),
+            retries=int(d.get("retries", 1)),
+        )
+
+    def describe(self) -> str:
+        """One line for the start of a run ("2 lanes", "GPUs 0,1", "Ray cluster auto")."""
+        if self.ray:
+            accel = f", {'/'.join(self.accelerators)} nodes" if self.accelerators else ""
+            slots = f", {self.lanes} cells in flight" if self.lanes > 1 else ""
+            return f"Ray cluster {self.ray}{accel}{slots}"
+        if self.all_gpus:
+            return "every GPU of this machine, one lane each"
+        if self.gpus:
+            return f"GPUs {','.join(map(str, self.gpus))}, one lane each"
+        return f"{self.lanes} lanes" if self.lanes > 1 else "one lane"
+
+
+def parse_placement(
+    *,
+    lanes: str | int | None = None,
+    gpus: str | None = None,
+    ray: str | None = None,
+    accelerator: str | None = None,
+    retries: str | int | None = None,
+    device: str | None = None,
+) -> Placement:
+    """A Placement from option texts (None = not given), refusing (BadInput, one line) what
+    cannot go together. The counts this machine or cluster can give (cores, cards) are
+    checked where they are known: by the runner, before anything is written."""
+    n_lanes = 1 if lanes is None or str(lanes).strip() == "" else parse_int("--lanes", lanes, minimum=1)
+    ray_text = (ray or "").strip()
+    gpu_ids: tuple[int, ...] = ()
+    all_gpus = False
+    if gpus is not None:
+        text = gpus.strip()
+        if text == "all":
+            all_gpus = True
+        else:
+            try:
+                gpu_ids = parse_ints("--gpus", text, minimum=0)
+            except BadInput:
+                raise BadInput(
+                    f"--gpus takes 'all' or card indices like 0,1,3 (as nvidia-smi counts), got {gpus!r}"
+                ) from None
+        if device == "cpu":
+            raise BadInput("--gpus runs cells on CUDA cards; drop --device cpu, or use --lanes N for CPU workers")
+        if lanes is not None:
+            raise BadInput("--gpus and --lanes: give one (--gpus runs one lane per card)")
+        if ray_text:
+            raise BadInput("--gpus names this machine's cards; on --ray every cell takes one GPU of the cluster")
+    accels: tuple[str, ...] = ()
+    if accelerator is not None:
+        accels = tuple(dict.fromkeys(split_list(accelerator)))
+        if not accels:
+            raise BadInput("--accelerator needs at least one Ray accelerator type, e.g. A100,H100")
+        for a in accels:
+            if not _ACCELERATOR.match(a):
+                raise BadInput(f"--accelerator {a!r} is not a Ray accelerator type like A100, H100, L4")
+        if not ray_text:
+            raise BadInput("--accelerator picks the node types of a Ray cluster; give --ray too")
+        if device == "cpu":
+            raise BadInput("--accelerator picks GPU node types; it cannot go with --device cpu")
+    n_retries = 1
+    if retries is not None and str(retries).strip() != "":
+        n_retries = parse_int("--retries", retries, minimum=0)
+        if not ray_text:
+            raise BadInput("--retries runs a cell again when its Ray node is lost; give --ray too")
+    if ray is not None and not ray_text:
+        raise BadInput(
+            f"--ray takes a cluster address (host:port, ray://host:port) or one of: {', '.join(RAY_SPECIAL)}"
+        )
+    if ray_text and ray_text not in RAY_SPECIAL and (any(c.isspace() for c in ray_text) or ray_text.startswith("-")):
+        raise BadInput(
+            f"--ray {ray_text!r} is not a cluster address; valid: host:port, ray://host:port, {', '.join(RAY_SPECIAL)}"
+        )
+    return Placement(
+        lanes=n_lanes, gpus=gpu_ids, all_gpus=all_gpus, ray=ray_text, accelerators=accels, retries=n_retries
+    )
+
+
+def lane_cpus(available: Sequence[int], lanes: int) -> list[tuple[int, ...]]:
+    """Split the cores this process may use into ``lanes`` contiguous shares, as equal as
+    they can be (the first ones get the extra core); each lane gets at least one."""
+    cores = sorted(available)
+    if lanes > len(cores):
+        raise BadInput(
+            f"--lanes {lanes}: this machine gives sdtop {len(cores)} core(s), one lane needs one; "
+            f"valid: 1..{len(cores)}"
+        )
+    base, extra = divmod(len(cores), lanes)
+    out: list[tuple[int, ...]] = []
+    at = 0
+    for i in range(lanes):
+        n = base + (1 if i < extra else 0)
+        out.append(tuple(cores[at : at + n]))
+        at += n
+    return out
+
+
+def cpu_ranges(cpus: Sequence[int]) -> str:
+    """Cores as a short list of ranges ("0-3,8"), as ``taskset`` writes them."""
+    parts: list[str] = []
+    run: list[int] = []
+    for c in sorted(cpus):
+        if run and c == run[-1] + 1:
+            run.append(c)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [c]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(parts)
+
+
 # --- parsing helpers (shared by the CLI and the setup screen) -------------------------------
 
 
@@ -539,7 +707,7 @@ def validate_matrix(m: MatrixSpec) -> MatrixSpec:
     return m
 
 
-def resolve_threads(requested: int, device: str, cpu_count: int | None) -> int | None:
+def resolve_threads(requested: int, device: str, cpu_count: int | None, lane_threads: int | None = None) -> int | None:
     """torch's CPU thread count for a cell; None = leave torch's default.
 
     On a CPU cell, auto leaves one core to the parent (sdtop's reader, sampler and UI):
@@ -547,11 +715,17 @@ def resolve_threads(requested: int, device: str, cpu_count: int | None) -> int |
     that the others then spin-wait for, and a step can take ten times as long (measured
     on a 2-core box under load: a tiny IF stage II call 0.7 s with 1 thread, 5-7 s with 2).
     On CUDA the host threads matter little and torch's default stays.
+
+    ``cpu_count`` is the cores this worker may use (its lane's share, see
+    :func:`lane_cpus`); ``lane_threads`` is what a Ray slot was given (``SDTOP_THREADS``),
+    used as is: there the cell's task holds that many of the node's CPUs.
     """
     if requested > 0:
         return requested
     if device != "cpu":
         return None
+    if lane_threads:
+        return lane_threads
     return max(1, (cpu_count or 1) - 1)
 
 

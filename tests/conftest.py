@@ -22,6 +22,7 @@ import pytest
 E2E_MODULES = frozenset(
     {
         "test_e2e_run.py",
+        "test_e2e_lanes.py",
         "test_worker_paths.py",
         "test_compile_run.py",
         "test_reliability.py",

@@ -247,10 +247,10 @@ def test_the_cli_refuses_a_missing_hub_model_before_any_worker(
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     from sdtop.profiler.host import runner
 
-    def no_launcher(_: object) -> object:
+    def no_host(*_: object, **__: object) -> object:
         raise AssertionError("the worker host was started")
 
-    monkeypatch.setattr(runner, "_launcher", no_launcher)
+    monkeypatch.setattr(runner, "start_host", no_host)
     out = tmp_path / "s"
     argv = ["run", "--pipeline", "sd-txt2img", "--weights", "hub,tiny", "--steps", "1", "--out", str(out)]
     assert cli.main(argv) == 2

@@ -19,6 +19,7 @@ starts, and it is the parent half.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from ..pipelines.settings import BadInput, MatrixSpec
+from ..pipelines.settings import BadInput, MatrixSpec, Placement
 from ..profiler.contract.events import SessionStarted
 from .messages import EventsArrived, StartRequested
 from .models.setup import default_matrix
@@ -304,6 +305,7 @@ def run_app(
     replay_speed: str = "end",
     argv: list[str],
     against: Path | None = None,
+    placement: Placement | None = None,
 ) -> int:
     """The ``sdtop`` dashboard; returns the process exit status.
 
@@ -311,8 +313,16 @@ def run_app(
     leave a finalized session. A run that cannot start prints its one-line reason and
     returns 2, like the CLI.
     """
+    prepare = functools.partial(real_prepare, placement=placement) if placement is not None else None
     app = SdtopApp(
-        matrix=matrix, out=out, force=force, replay=replay, replay_speed=replay_speed, argv=argv, against=against
+        matrix=matrix,
+        out=out,
+        force=force,
+        replay=replay,
+        replay_speed=replay_speed,
+        argv=argv,
+        against=against,
+        prepare=prepare,
     )
     returned = threading.Event()
 

@@ -173,6 +173,26 @@ def _add_matrix_options(p: argparse.ArgumentParser) -> None:
         help="fault injection for testing sdtop itself, e.g. oom:measure:2@3 (see profiler/contract/faults.py)",
     )
     o.add_argument("--launcher", default=None, help="where workers run: forkserver (default on Linux) or subprocess")
+    w = p.add_argument_group("where the cells run (default: one after another on this machine)")
+    w.add_argument(
+        "--lanes", default=None, metavar="N", help="run N CPU workers side by side, each on its share of the cores"
+    )
+    w.add_argument(
+        "--gpus",
+        default=None,
+        metavar="all|0,1",
+        help="run one worker per CUDA card of this machine, cells in parallel",
+    )
+    w.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS|auto|local",
+        help="run the cells on a Ray cluster (pip install 'sdtop[ray]'); local starts one on this machine",
+    )
+    w.add_argument("--accelerator", default=None, metavar="A100,H100", help="with --ray: only nodes with these cards")
+    w.add_argument(
+        "--retries", default=None, metavar="N", help="with --ray: run a cell whose node was lost again elsewhere (1)"
+    )
 
 
 def matrix_from_args(args: argparse.Namespace) -> Any:
@@ -205,6 +225,17 @@ _MATRIX_TEXT_OPTIONS = (
     "height", "width", "iterations", "warmup", "device", "seed", "threads", "resolutions", "on_recompile",
     "compile_cache", "compile_scope", "quant", "cache", "offload", "fuse_qkv", "frames", "baseline",
 )  # fmt: skip
+
+
+def placement_from_args(args: argparse.Namespace) -> Any:
+    """--lanes/--gpus/--ray/--accelerator/--retries as a Placement (BadInput on the first
+    bad value or pair); None when none is given (a resumed session then runs as recorded)."""
+    from ..pipelines import settings
+
+    names = ("lanes", "gpus", "ray", "accelerator", "retries")
+    if all(getattr(args, n, None) is None for n in names):
+        return None
+    return settings.parse_placement(**{n: getattr(args, n, None) for n in names}, device=getattr(args, "device", None))
 
 
 def run_limits(args: argparse.Namespace) -> dict[str, float]:
@@ -471,6 +502,7 @@ def cmd_run(argv: Sequence[str]) -> int:
     args = build_run_parser().parse_args(argv)
     timeouts = run_limits(args)
     matrix = None if args.resume else matrix_from_args(args)
+    placement = placement_from_args(args)
     progress = RunProgress(sys.stderr)
 
     def announce(text: str) -> None:
@@ -484,9 +516,11 @@ def cmd_run(argv: Sequence[str]) -> int:
             on_event=progress.on_event,
             launcher=args.launcher,
             derive=finalize,
+            placement=placement,
             **timeouts,
         )
-        announce(f"resuming: {len(runner.queue)} of {runner.n_cells} cell(s) to run")
+        where = f" ({runner.placement.describe()})" if runner.placement.parallel else ""
+        announce(f"resuming: {len(runner.queue)} of {runner.n_cells} cell(s) to run{where}")
     else:
         assert matrix is not None
         runner = prepare(
@@ -498,6 +532,7 @@ def cmd_run(argv: Sequence[str]) -> int:
             launcher=args.launcher,
             derive=finalize,
             announce=announce,
+            placement=placement,
             **timeouts,
         )
     progress.start(runner.n_cells, runner.session.dir)
@@ -551,6 +586,7 @@ def cmd_app(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     given = any(a.startswith("-") for a in argv)
     matrix = matrix_from_args(args) if given else None
+    placement = placement_from_args(args)
     from .app import run_app
 
     return run_app(
@@ -559,6 +595,7 @@ def cmd_app(argv: Sequence[str]) -> int:
         force=args.force,
         replay=None,
         argv=["sdtop", *argv],
+        placement=placement,
     )
 
 

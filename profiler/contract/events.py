@@ -93,6 +93,14 @@ class SessionStarted(Event):
     matrix: dict[str, Any] = field(default_factory=dict)
     cells: list[dict[str, Any]] = field(default_factory=list)
     resumed: bool = False
+    #: Where the cells run, as asked (``Placement.to_dict``: lanes, gpus, ray, accelerators,
+    #: retries); ``--resume`` runs the unfinished cells the same way unless told otherwise.
+    placement: dict[str, Any] = field(default_factory=dict)
+    #: The lanes of this run, one dict each: ``lane`` (its index), ``label`` (what the
+    #: header shows: "GPU 1", "CPU 0-7", "Ray slot 2"), ``gpu`` (the card's index as the
+    #: user counts them, or None) and ``cpus`` (the cores it may use, [] = all). One lane
+    #: (the default, a sequential run) may be left out: an empty list means one lane.
+    lanes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +139,11 @@ class CellStarted(Event):
     KIND: ClassVar[str] = "cell_started"
     n_cells: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    #: The lane that runs it (an index into ``SessionStarted.lanes``; 0 in a sequential run).
+    lane: int = 0
+    #: 1 for a cell's first run in this session's run; more after a retry (a lost Ray node)
+    #: or a rerun asked for in the dashboard. The last attempt's events are the cell's result.
+    attempt: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,6 +286,9 @@ class WorkerExited(Event):
     pid: int = 0
     returncode: int | None = None
     signal: int | None = None
+    #: Why, where neither a return code nor a signal says it: "node lost (<Ray's reason>)"
+    #: when the machine or the Ray worker that ran the cell went away.
+    reason: str = ""
 
 
 # --- telemetry (emitted by the parent's sampler and by the worker) -----------------------

@@ -47,7 +47,25 @@ def error(message: str) -> str:
     return f"error: {one_line(message)}"
 
 
-def crashed(returncode: int | None, signal: int | None) -> str:
+#: How a cell whose machine (or Ray worker) went away mid-cell ends: the only crash that
+#: ``--retries`` runs again, elsewhere (a crash of the cell's own process is a result).
+NODE_LOST = "crashed: node lost"
+
+
+def node_lost(reason: str) -> str:
+    """``crashed: node lost (<reason>)``: the reason is Ray's, folded to one line."""
+    why = one_line(reason, 200)
+    return f"{NODE_LOST} ({why})" if why else NODE_LOST
+
+
+def is_node_lost(status: str) -> bool:
+    return status.startswith(NODE_LOST)
+
+
+def crashed(returncode: int | None, signal: int | None, reason: str = "") -> str:
+    """``reason`` (a WorkerExited's) names a loss no code or signal describes: the node."""
+    if reason:
+        return f"crashed: {one_line(reason, 240)}"
     if signal:
         try:
             name = _signal.Signals(signal).name

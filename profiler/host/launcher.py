@@ -85,12 +85,14 @@ class Launcher(Protocol):
     def close(self) -> None: ...
 
 
-def _worker_env() -> dict[str, str]:
-    """The worker's environment: the user's, unbuffered. The library settings a worker needs
-    before it imports torch (quiet transformers, CUDA checked through NVML) are set by the
-    worker itself, in one place (``profiler.worker.cell.quiet_libraries``), whoever starts it."""
+def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment: the user's, unbuffered, plus a lane's own (its cores, its
+    card: ``extra``). The library settings a worker needs before it imports torch (quiet
+    transformers, CUDA checked through NVML) are set by the worker itself, in one place
+    (``profiler.worker.cell.quiet_libraries``), whoever starts it."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
     return env
 
 
@@ -145,9 +147,12 @@ def fork_fallback_reason(hello: dict[str, Any]) -> str:
 class ForkServerLauncher:
     name = "forkserver"
 
-    def __init__(self, stderr_path: Path | None = None, python: str = sys.executable) -> None:
+    def __init__(
+        self, stderr_path: Path | None = None, python: str = sys.executable, env: dict[str, str] | None = None
+    ) -> None:
         self.python = python
         self.stderr_path = stderr_path
+        self.env = dict(env or {})  # a lane's own variables (its cores, its card)
         self.proc: subprocess.Popen[bytes] | None = None
         self.reader: LineReader | None = None
         self._hello: dict[str, Any] | None = None
@@ -179,12 +184,22 @@ class ForkServerLauncher:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            env=_worker_env(),
+            env=_worker_env(self.env),
             start_new_session=True,  # Ctrl+C and SIGHUP reach the parent only; it decides
         )
         assert self.proc.stdout is not None
         self.reader = LineReader(self.proc.stdout.fileno())
         self._hello = None
+
+    def spawn(self) -> None:
+        """Start the server now, on the calling thread, without waiting for its hello.
+
+        The server asks Linux to kill it when its parent dies (``PR_SET_PDEATHSIG``), and
+        for Linux the parent is the *thread* that forked it: a server started on a
+        short-lived thread dies with that thread. Lanes greet their servers on threads, so
+        they spawn them here first, on the thread that outlives the run."""
+        if self.fallback is None:
+            self._ensure()
 
     def set_stderr(self, path: Path) -> None:
         """Send worker stderr to the session's log from the next server start on."""
@@ -226,7 +241,7 @@ class ForkServerLauncher:
         self._reap_server()
         self.warning = reason
         self.name = "subprocess"
-        self.fallback = SubprocessLauncher(self.stderr_path, self.python)
+        self.fallback = SubprocessLauncher(self.stderr_path, self.python, self.env)
         self.fallback.preset_hello({**data, "launcher": "subprocess", "launcher_fallback": reason})
         if self._stderr is not None:  # the worker log says it too, beside the server's own words
             with contextlib.suppress(OSError, ValueError):
@@ -344,9 +359,12 @@ class SubprocessLauncher:
 
     name = "subprocess"
 
-    def __init__(self, stderr_path: Path | None = None, python: str = sys.executable) -> None:
+    def __init__(
+        self, stderr_path: Path | None = None, python: str = sys.executable, env: dict[str, str] | None = None
+    ) -> None:
         self.python = python
         self.stderr_path = stderr_path
+        self.env = dict(env or {})
         self._hello: dict[str, Any] | None = None
 
     def set_stderr(self, path: Path) -> None:
@@ -369,7 +387,7 @@ class SubprocessLauncher:
                 out = subprocess.run(
                     [self.python, "-c", code],
                     capture_output=True,
-                    env=_worker_env(),
+                    env=_worker_env(self.env),
                     timeout=timeout,
                     check=True,
                 ).stdout
@@ -389,7 +407,7 @@ class SubprocessLauncher:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
-            env=_worker_env(),
+            env=_worker_env(self.env),
             start_new_session=True,
         )
         if not isinstance(stderr, int):
@@ -435,12 +453,15 @@ class _ProcHandle:
 LAUNCHERS = ("forkserver", "subprocess")
 
 
-def make_launcher(name: str | None = None, stderr_path: Path | None = None) -> Launcher:
-    """The default is the fork server where ``os.fork`` exists."""
+def make_launcher(
+    name: str | None = None, stderr_path: Path | None = None, env: dict[str, str] | None = None
+) -> Launcher:
+    """The default is the fork server where ``os.fork`` exists. ``env``: a lane's own
+    variables (one launcher per lane: its fork server starts with them)."""
     if name is None:
         name = "forkserver" if hasattr(os, "fork") else "subprocess"
     if name == "forkserver":
-        return ForkServerLauncher(stderr_path)
+        return ForkServerLauncher(stderr_path, env=env)
     if name == "subprocess":
-        return SubprocessLauncher(stderr_path)
+        return SubprocessLauncher(stderr_path, env=env)
     raise ValueError(f"unknown launcher {name!r}; valid: {', '.join(LAUNCHERS)}")

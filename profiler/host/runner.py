@@ -23,7 +23,7 @@ from typing import Any
 
 from ... import __version__
 from ...pipelines import hub, registry
-from ...pipelines.settings import BadInput, CellSpec, MatrixSpec, expand
+from ...pipelines.settings import BadInput, CellSpec, MatrixSpec, Placement, expand
 from ..contract import status
 from ..contract.events import (
     CellFinished,
@@ -45,7 +45,8 @@ from ..contract.events import (
     WorkerStarted,
 )
 from .fidelity import Judge
-from .launcher import Launcher, LaunchError, WorkerHandle, make_launcher
+from .lanes import Host, Lane, start_host
+from .launcher import Launcher, LaunchError
 from .nvml import Nvml
 from .sampler import DEFAULT_SAMPLE_MS, Sampler
 from .session import Session, SessionError
@@ -91,8 +92,12 @@ def default_out() -> Path:
 
 
 class Runner:
-    """Runs ``cells`` in order in fresh workers; thread-safe :meth:`stop`, :meth:`skip_cell`
-    and :meth:`rerun_cell` for the UI."""
+    """Runs ``cells`` in fresh workers, one queue feeding every lane (one lane: in order);
+    thread-safe :meth:`stop`, :meth:`skip_cell` and :meth:`rerun_cell` for the UI.
+
+    With several lanes each lane runs on its own thread and the events of every lane go
+    through :meth:`emit` under one lock: a line is appended whole, and one cell's lines keep
+    their order (they come from one lane's thread)."""
 
     def __init__(
         self,
@@ -111,10 +116,13 @@ class Runner:
         sample_ms: float = DEFAULT_SAMPLE_MS,
         sampler: Sampler | None = None,
         derive: Derive | None = None,
+        lanes: Sequence[Lane] | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.session = session
         self.cells = list(cells)
         self.launcher = launcher
+        self.placement = placement or Placement()
         self.matrix = matrix
         self.argv = list(argv)
         self.env = dict(env or {})
@@ -128,17 +136,22 @@ class Runner:
         self.compile_timeout = compile_timeout
         # Telemetry (profiler/host/sampler.py): the parent samples the worker's pid (host figures,
         # NVML) so readings go on while the worker compiles, hangs or dies; 0 turns it off.
-        if sampler is None and sample_ms > 0:
-            sampler = Sampler(interval_s=sample_ms / 1000.0)
-        self.sampler = sampler
-        self.current: int | None = None
+        if lanes is None:
+            if sampler is None and sample_ms > 0:
+                sampler = Sampler(interval_s=sample_ms / 1000.0)
+            lanes = [Lane(0, launcher, sampler)]
+        self.lanes = list(lanes)
+        self.sampler = self.lanes[0].sampler
         self._last: int | None = None  # the last cell that finished (rerun_cell's fallback)
         self._stop = threading.Event()
-        self._skip = threading.Event()
         # Re-entrant: stop() is called from signal handlers, which run on the main thread
         # between bytecodes, possibly while that thread holds this lock.
         self._lock = threading.RLock()
-        self._handle: WorkerHandle | None = None
+        # One writer at a time: the session file, the judge and the observers see whole
+        # batches, whichever lane's thread hands them in.
+        self._emit_lock = threading.RLock()
+        self.attempts: dict[int, int] = {}  # cell -> attempts started in this run
+        self.retried: dict[int, int] = {}  # cell -> node-lost retries used
         # Observers that raised, with how often: the first failure is logged, none stops a run.
         self._observer_failures: dict[int, int] = {}
         self.status = "pending"
@@ -157,27 +170,45 @@ class Runner:
     def n_cells(self) -> int:
         return len(self.cells)
 
+    @property
+    def current(self) -> int | None:
+        """The running cell of the first busy lane (a sequential run's running cell)."""
+        with self._lock:
+            return next((lane.current for lane in self.lanes if lane.current is not None), None)
+
+    @property
+    def running(self) -> list[int]:
+        """Every running cell, by lane."""
+        with self._lock:
+            return [lane.current for lane in self.lanes if lane.current is not None]
+
     # -- control (any thread) ------------------------------------------------------------
 
     def stop(self) -> None:
+        """Stop every lane: each running worker is killed at once; nothing recorded is lost."""
         self._stop.set()
-        self._kill_current()
+        self._kill(lambda lane: True)
 
-    def skip_cell(self) -> None:
-        self._skip.set()
-        self._kill_current()
-
-    def rerun_cell(self) -> None:
-        """Queue the running cell (or the last finished one) to run again at the end."""
+    def skip_cell(self, cell: int | None = None) -> None:
+        """Skip ``cell`` if it is running, else (None) every running cell."""
         with self._lock:
-            idx = self.current if self.current is not None else self._last
-            if idx is not None:
+            for lane in self.lanes:
+                if lane.current is not None and cell in (None, lane.current):
+                    lane.skip.set()
+        self._kill(lambda lane: lane.skip.is_set())
+
+    def rerun_cell(self, cell: int | None = None) -> None:
+        """Queue ``cell`` (default: the running cell, or the last finished one) to run again
+        at the end."""
+        with self._lock:
+            idx = cell if cell is not None else (self.current if self.current is not None else self._last)
+            if idx is not None and 0 <= idx < len(self.cells):
                 self.queue.append(idx)
 
-    def _kill_current(self) -> None:
+    def _kill(self, which: Callable[[Lane], bool]) -> None:
         with self._lock:
-            handle = self._handle
-        if handle is not None:
+            handles = [lane.handle for lane in self.lanes if lane.handle is not None and which(lane)]
+        for handle in handles:
             handle.kill()
 
     # -- running -------------------------------------------------------------------------
@@ -192,19 +223,20 @@ class Runner:
         handed to the observer that just failed); later ones are counted (see :meth:`run`)."""
         if not events:
             return
-        self.session.append(events, raw)
-        if self.judge is not None:
+        with self._emit_lock:
+            self.session.append(events, raw)
+            if self.judge is not None:
+                for ev in events:
+                    if type(ev) in _JUDGED:
+                        self._feed_judge(ev)
+            observer = self.on_event
+            if observer is None:
+                return
             for ev in events:
-                if type(ev) in _JUDGED:
-                    self._feed_judge(ev)
-        observer = self.on_event
-        if observer is None:
-            return
-        for ev in events:
-            try:
-                observer(ev)
-            except Exception as exc:
-                self._observer_failed(observer, ev, exc)
+                try:
+                    observer(ev)
+                except Exception as exc:
+                    self._observer_failed(observer, ev, exc)
 
     def _observer_failed(self, observer: OnEvent, ev: Event, exc: Exception) -> None:
         key = id(observer)
@@ -244,17 +276,19 @@ class Runner:
         judge = self.judge
         if judge is None:
             return
-        try:
-            verdicts = judge.after_cell(cell) if cell is not None else judge.finish()
-        except Exception as exc:
-            self._judge_error(what, exc)
-            return
-        self.emit(verdicts)
+        with self._emit_lock:
+            try:
+                verdicts = judge.after_cell(cell) if cell is not None else judge.finish()
+            except Exception as exc:
+                self._judge_error(what, exc)
+                return
+            self.emit(verdicts)
 
     def run(self) -> str:
         """Run every queued cell; returns "complete" or "interrupted". Never raises for a
         failing cell; the session is finalized whatever happens."""
         t0 = time.perf_counter()
+        lanes = [lane.describe() for lane in self.lanes] if len(self.lanes) > 1 or self.placement.parallel else []
         self.emit(
             [
                 SessionStarted(
@@ -264,6 +298,8 @@ class Runner:
                     matrix=self.matrix.to_dict() if self.matrix else {},
                     cells=[c.to_dict() for c in self.cells],
                     resumed=self.resumed,
+                    placement=self.placement.to_dict() if self.placement != Placement() else {},
+                    lanes=lanes,
                 ),
                 Environment(data=self.env),
             ]
@@ -275,17 +311,10 @@ class Runner:
             self.emit([Log(level="error", message=self._judge_note)])
         reason = ""
         try:
-            while not self._stop.is_set():
-                with self._lock:
-                    if not self.queue:
-                        break
-                    idx = self.queue.pop(0)
-                    self.current = idx
-                self._run_cell(idx)
-                self._judge_emit(f"comparing after cell {idx}", idx)
-                with self._lock:
-                    self._last = idx
-                    self.current = None
+            if len(self.lanes) == 1:
+                self._lane_loop(self.lanes[0])
+            else:
+                reason = self._run_lanes()
         except Exception as exc:  # the parent itself failed: record it, keep what we have
             reason = status.one_line(f"{type(exc).__name__}: {exc}")
             self.emit([Log(level="error", message=f"runner failed: {reason}")])
@@ -297,29 +326,106 @@ class Runner:
                 self.session.append([Log(level="error", message=f"observer failed {failed} times in all")])
             self._judge_emit("finishing")
             self.emit([SessionFinished(status=self.status, duration_s=time.perf_counter() - t0, reason=reason)])
-            if self.sampler is not None:
-                self.sampler.close()  # releases NVML
-            self.launcher.close()
+            self._close_lanes()
             if self.derive is not None:
                 self.derive(self.session.dir)
         return self.status
 
-    def _run_cell(self, idx: int) -> None:
+    def _run_lanes(self) -> str:
+        """One thread per lane, each taking cells from the one queue until it is empty (or
+        the run is stopped). The calling thread only waits, in short joins, so a signal
+        handler (Ctrl+C in ``sdtop run``) still runs promptly on it."""
+        failures: list[str] = []
+
+        def work(lane: Lane) -> None:
+            try:
+                self._lane_loop(lane)
+            except Exception as exc:  # this lane's own failure: stop the others, keep what is there
+                why = status.one_line(f"{type(exc).__name__}: {exc}")
+                failures.append(why)
+                self.emit([Log(level="error", message=f"runner failed in lane {lane.index}: {why}")])
+                self.stop()
+
+        threads = [
+            threading.Thread(target=work, args=(lane,), name=f"sdtop-lane-{lane.index}", daemon=True)
+            for lane in self.lanes
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+        return failures[0] if failures else ""
+
+    def _lane_loop(self, lane: Lane) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                if not self.queue:
+                    break
+                idx = self.queue.pop(0)
+                lane.current = idx
+                attempt = self.attempts[idx] = self.attempts.get(idx, 0) + 1
+            final = self._run_cell(lane, idx, attempt)
+            self._judge_emit(f"comparing after cell {idx}", idx)
+            with self._lock:
+                self._last = idx
+                lane.current = None
+            self._maybe_retry(idx, final)
+
+    def _maybe_retry(self, idx: int, final: str) -> None:
+        """A cell whose node was lost runs again (at the front of the queue, so Ray places it
+        on a node that is there), up to ``placement.retries`` times; any other end is a result."""
+        if not status.is_node_lost(final) or self._stop.is_set():
+            return
+        with self._lock:
+            used = self.retried.get(idx, 0)
+            if used >= self.placement.retries:
+                note = f"cell {idx}: node lost; no retry left (--retries {self.placement.retries})"
+            else:
+                self.retried[idx] = used + 1
+                self.queue.insert(0, idx)
+                note = (
+                    f"cell {idx}: node lost; running it again elsewhere (retry {used + 1} of {self.placement.retries})"
+                )
+        self.emit([Log(cell=idx, level="warning", message=note)])
+
+    def _close_lanes(self) -> None:
+        """Release every sampler (NVML) and launcher once, the launchers side by side: each
+        fork server is given up to two seconds to exit, and a stop must not wait N times."""
+        for lane in self.lanes:
+            if lane.sampler is not None:
+                lane.sampler.close()
+        launchers = list({id(lane.launcher): lane.launcher for lane in self.lanes}.values())
+        if len(launchers) == 1:
+            launchers[0].close()
+            return
+        closers = [threading.Thread(target=lau.close, daemon=True) for lau in launchers]
+        for t in closers:
+            t.start()
+        for t in closers:
+            t.join(10.0)
+
+    def _run_cell(self, lane: Lane, idx: int, attempt: int = 1) -> str:
+        """Run one cell in ``lane``; its final status."""
         spec = self.cells[idx]
-        self._skip.clear()
-        self.emit([CellStarted(cell=idx, n_cells=len(self.cells), settings=spec.to_dict())])
+        lane.skip.clear()
+        self.emit(
+            [CellStarted(cell=idx, n_cells=len(self.cells), settings=spec.to_dict(), lane=lane.index, attempt=attempt)]
+        )
         try:
-            handle = self.launcher.start(idx, self._worker_spec(spec))
+            handle = lane.launcher.start(idx, self._worker_spec(spec))
         except (LaunchError, OSError) as exc:
+            final = status.error(str(exc))
             self.emit(
                 [
                     Error(cell=idx, error_kind="crash", phase="startup", message=str(exc)),
-                    CellFinished(cell=idx, status=status.error(str(exc))),
+                    CellFinished(cell=idx, status=final),
                 ]
             )
-            return
+            return final
         with self._lock:
-            self._handle = handle
+            lane.handle = handle
+        sampler = lane.sampler
         finished: CellFinished | None = None
         exited: WorkerExited | None = None
         watch = _StallWatch(spec, self.stall_timeout, self.compile_timeout)
@@ -344,14 +450,14 @@ class Runner:
                         elif isinstance(ev, WorkerExited):
                             exited = ev
                         watch.saw(ev)
-                        self._observe(idx, spec, ev)
+                        self._observe(sampler, idx, spec, ev)
                     batch.append(ev)
                     raw.append(line)
                     if warnings:
                         logs = warned.add(warnings)
                         batch.extend(logs)
                         raw.extend([None] * len(logs))
-                if (self._stop.is_set() or self._skip.is_set()) and not kill_sent:
+                if (self._stop.is_set() or lane.skip.is_set()) and not kill_sent:
                     # stop()/skip_cell() may have come before this worker existed
                     handle.kill()
                     kill_sent = True
@@ -367,29 +473,31 @@ class Runner:
                         )
                     )
                     handle.kill()
-                if self.sampler is not None:
-                    batch.extend(self.sampler.drain())  # taken on the sampler's thread, appended on this one
+                if sampler is not None:
+                    batch.extend(sampler.drain())  # taken on the sampler's thread, appended on this one
                 raw.extend([None] * (len(batch) - len(raw)))
                 self.emit(batch, raw)
         finally:
             with self._lock:
-                self._handle = None
-            if self.sampler is not None:  # the last sample: after the worker is gone
-                self.sampler.stop()
-                self.emit(self.sampler.drain())
+                lane.handle = None
+            if sampler is not None:  # the last sample: after the worker is gone
+                sampler.stop()
+                self.emit(sampler.drain())
             self.emit(warned.summary())
-        if finished is None:
-            if stalled is not None:
-                final = status.error(f"stalled after {stalled:g} s")
-            elif self._stop.is_set():
-                final = "interrupted"
-            elif self._skip.is_set():
-                final = "error: skipped by the user"
-            elif exited is not None:
-                final = status.crashed(exited.returncode, exited.signal)
-            else:
-                final = status.crashed(None, None)
-            self.emit([CellFinished(cell=idx, status=final)])
+        if finished is not None:
+            return finished.status
+        if stalled is not None:
+            final = status.error(f"stalled after {stalled:g} s")
+        elif self._stop.is_set():
+            final = "interrupted"
+        elif lane.skip.is_set():
+            final = "error: skipped by the user"
+        elif exited is not None:
+            final = status.crashed(exited.returncode, exited.signal, exited.reason)
+        else:
+            final = status.crashed(None, None)
+        self.emit([CellFinished(cell=idx, status=final)])
+        return final
 
     def _worker_spec(self, spec: CellSpec) -> CellSpec:
         """The spec as the worker gets it: ``compile_cache="session"`` becomes this session's
@@ -405,15 +513,16 @@ class Runner:
             spec = dataclasses.replace(spec, profile=str((self.session.dir / "profiles").resolve()))
         return spec
 
-    def _observe(self, idx: int, spec: CellSpec, ev: Event) -> None:
-        """Point the sampler at the worker: its pid (WorkerStarted), then its device and PCI
-        bus id (the worker's cell-level Environment), by which NVML's GPU is matched."""
-        if self.sampler is None or ev.cell != idx:
+    @staticmethod
+    def _observe(sampler: Sampler | None, idx: int, spec: CellSpec, ev: Event) -> None:
+        """Point the lane's sampler at the worker: its pid (WorkerStarted), then its device and
+        PCI bus id (the worker's cell-level Environment), by which NVML's GPU is matched."""
+        if sampler is None or ev.cell != idx:
             return
         if isinstance(ev, WorkerStarted) and isinstance(ev.pid, int) and ev.pid > 0:
-            self.sampler.start(idx, ev.pid, spec.device)
+            sampler.start(idx, ev.pid, spec.device)
         elif isinstance(ev, Environment) and isinstance(ev.data, dict) and "device" in ev.data:
-            self.sampler.set_device(str(ev.data.get("device") or ""), str(ev.data.get("pci_bus_id") or ""))
+            sampler.set_device(str(ev.data.get("device") or ""), str(ev.data.get("pci_bus_id") or ""))
 
 
 class _Warnings:
@@ -487,9 +596,16 @@ def check_out(out: Path | str | None, *, force: bool) -> Path:
     return out_path
 
 
-def _launcher(launcher: Launcher | str | None) -> Launcher:
-    """A launcher given as an object is used as is; a name (or None) makes one."""
-    return launcher if launcher is not None and not isinstance(launcher, str) else make_launcher(launcher)
+def _log_to_session(lanes: Sequence[Lane], directory: Path) -> None:
+    """Worker stderr into the session: the first lane's in worker.log, lane k's in
+    worker-lane<k>.log (a launcher shared by lanes, Ray's, writes one)."""
+    seen: set[int] = set()
+    for lane in lanes:
+        lau = lane.launcher
+        if id(lau) in seen or not hasattr(lau, "set_stderr"):
+            continue
+        seen.add(id(lau))
+        lau.set_stderr(directory / ("worker.log" if lane.index == 0 else f"worker-lane{lane.index}.log"))
 
 
 def prepare(
@@ -505,38 +621,43 @@ def prepare(
     sample_ms: float = DEFAULT_SAMPLE_MS,
     derive: Derive | None = None,
     announce: Callable[[str], None] | None = None,
+    placement: Placement | None = None,
 ) -> Runner:
-    """Validate, start the worker host, resolve defaults against it, create the session.
+    """Validate, start the worker host(s), resolve defaults against them, create the session.
 
     Raises :class:`BadInput`, :class:`SessionError` or :class:`LaunchError`, each with a
     one-line message; nothing is written before every check has passed. The hub models of
     the matrix are looked for on this disk (:func:`pipelines.hub.preflight`) before the
     worker host starts where the cells do not depend on what it finds (the usual case:
     ``--pipeline`` or ``--device`` given), else right after its hello; either way before
-    any cell runs and before anything is written.
+    any cell runs and before anything is written. On a Ray cluster the models are the
+    nodes' business: a node without them says so in the cell's status.
     """
+    placement = placement or Placement()
     out_path = check_out(out, force=force)
     early = _cells_without_host(matrix)
-    if early is not None:
+    if early is not None and not placement.ray:
         hub.preflight(early)
     if announce is not None:  # the checks passed; what follows takes seconds
-        announce("starting the worker host (imports torch once)...")
-    lau = _launcher(launcher)
+        where = f" ({placement.describe()})" if placement.parallel else ""
+        announce(f"starting the worker host{where} (imports torch once)...")
+    host = start_host(placement, launcher, sample_ms=sample_ms)
     try:
-        hello = lau.hello()
+        hello = host.hello
         cells = expand(matrix, cuda_available=bool(hello.get("cuda_available")))
-        if early is None:
+        host.check_cells(cells)
+        if early is None and not placement.ray:
             hub.preflight(cells)
         session = Session.create(out_path, force=force)
     except (BadInput, SessionError, LaunchError):
-        lau.close()
+        host.close()
         raise
-    if hasattr(lau, "set_stderr"):
-        lau.set_stderr(session.dir / "worker.log")
+    lanes = host.lanes(cells)
+    _log_to_session(lanes, session.dir)
     return Runner(
         session,
         cells,
-        lau,
+        lanes[0].launcher,
         matrix=matrix,
         argv=list(argv or []),
         env={**_parent_env(hello), **_model_note(matrix.model, announce)},
@@ -545,6 +666,8 @@ def prepare(
         compile_timeout=compile_timeout,
         sample_ms=sample_ms,
         derive=derive,
+        lanes=lanes,
+        placement=placement,
     )
 
 
@@ -619,6 +742,17 @@ def unfinished_cells(events: Sequence[Event]) -> tuple[list[dict[str, Any]], dic
     return cells, started[0].matrix, todo
 
 
+def recorded_placement(events: Sequence[Event]) -> Placement:
+    """How a session's first run placed its cells (one lane for a session that predates lanes)."""
+    started = next((e for e in events if isinstance(e, SessionStarted)), None)
+    if started is None or not started.placement:
+        return Placement()
+    try:
+        return Placement.from_dict(started.placement)
+    except (TypeError, ValueError):
+        return Placement()
+
+
 def resume(
     directory: Path | str,
     *,
@@ -629,9 +763,12 @@ def resume(
     compile_timeout: float = COMPILE_TIMEOUT_S,
     sample_ms: float = DEFAULT_SAMPLE_MS,
     derive: Derive | None = None,
+    placement: Placement | None = None,
 ) -> Runner:
-    """Continue a session: run its unfinished cells with the settings it recorded, appending
-    to the same events.jsonl; finished cells are kept as they are."""
+    """Continue a session: run its unfinished cells (of every lane) with the settings it
+    recorded, appending to the same events.jsonl; finished cells are kept as they are. The
+    cells run the way the session's first run placed them (its lanes, cards or Ray cluster)
+    unless ``placement`` says otherwise."""
     session = Session.open(directory)
     warnings: list[str] = []
     events = session.events(on_warning=warnings.append)
@@ -642,22 +779,30 @@ def resume(
             f"--resume {directory}: a merged session (sdtop merge) is a record of other machines' runs; "
             "resume each of its inputs where it ran, then merge again"
         )
+    placement = placement or recorded_placement(events)
     cells = [CellSpec.from_dict(c) for c in cell_dicts]
-    hub.preflight(cells[i] for i in todo)  # the models may have left this disk meanwhile
-    lau = _launcher(launcher)
+    if not placement.ray:
+        hub.preflight(cells[i] for i in todo)  # the models may have left this disk meanwhile
     try:
-        hello = lau.hello()
+        host = start_host(placement, launcher, sample_ms=sample_ms)
+    except (BadInput, LaunchError):
+        session.close()
+        raise
+    try:
+        hello = host.hello
         if any(c.device == "cuda" for c in (cells[i] for i in todo)) and not hello.get("cuda_available"):
             raise BadInput("the session ran on CUDA; this worker's torch sees no CUDA device")
+        host.check_cells([cells[i] for i in todo])
     except (BadInput, LaunchError):
-        lau.close()
+        host.close()
+        session.close()
         raise
-    if hasattr(lau, "set_stderr"):
-        lau.set_stderr(session.dir / "worker.log")
+    lanes = host.lanes(cells)
+    _log_to_session(lanes, session.dir)
     runner = Runner(
         session,
         cells,
-        lau,
+        lanes[0].launcher,
         matrix=MatrixSpec.from_dict(matrix) if matrix else None,
         argv=list(argv or []),
         env=_parent_env(hello),
@@ -668,6 +813,8 @@ def resume(
         queue=todo,
         resumed=True,
         derive=derive,
+        lanes=lanes,
+        placement=placement,
     )
     runner.seed_judge(events)
     if warnings:
@@ -675,4 +822,15 @@ def resume(
     return runner
 
 
-__all__ = ["BadInput", "LaunchError", "Runner", "SessionError", "default_out", "git_sha", "prepare", "resume"]
+__all__ = [
+    "BadInput",
+    "Host",
+    "Lane",
+    "LaunchError",
+    "Runner",
+    "SessionError",
+    "default_out",
+    "git_sha",
+    "prepare",
+    "resume",
+]

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ... import __version__
-from ...pipelines.settings import CellSpec, resolve_threads
+from ...pipelines.settings import LANE_CPUS_ENV, THREADS_ENV, CellSpec, resolve_threads
 from ..contract import faults, status
 from ..contract.events import (
     CALL_PHASES,
@@ -110,6 +110,30 @@ def quiet_libraries() -> None:
     # Ask torch to answer "is CUDA there?" through NVML, without initialising CUDA: the fork
     # server must not touch CUDA before it forks.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
+
+def enter_lane() -> None:
+    """Pin this process to its lane's cores (nothing when the parent gave none): every
+    worker entry point calls it before torch is imported, so torch's thread pools and
+    every forked child start inside the lane's share."""
+    text = os.environ.get(LANE_CPUS_ENV, "").strip()
+    if not text or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = {int(c) for c in text.split(",") if c.strip().isdigit()}
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def usable_cores() -> int | None:
+    """The cores this process may run on: its lane's share, else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or os.cpu_count()
+    return os.cpu_count()
+
+
+def lane_threads() -> int | None:
+    text = os.environ.get(THREADS_ENV, "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def claim_stdout() -> int:
@@ -350,10 +374,13 @@ class CellRun:
         spec = self.spec
         self.emit(Environment(cell=self.index, data=device_facts(spec.device)))
         limit_cuda_memory(spec.device)
-        threads = resolve_threads(spec.threads, spec.device, os.cpu_count())
+        threads = resolve_threads(spec.threads, spec.device, usable_cores(), lane_threads())
         if threads is not None:
             torch.set_num_threads(threads)
-        self.emit(Environment(cell=self.index, data={"torch_threads": torch.get_num_threads()}))
+        placed: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+        if os.environ.get(LANE_CPUS_ENV):  # a lane's share of the cores (--lanes, --gpus)
+            placed["cpus"] = os.environ[LANE_CPUS_ENV]
+        self.emit(Environment(cell=self.index, data=placed))
         preflight(spec)
         with _Phase(self, "build"):
             built = build(spec)
@@ -687,12 +714,39 @@ def run_request(request: dict[str, Any], emit: Emit, *, launcher: str, startup_s
     return CellRun(int(request["cell"]), spec, emit).run(launcher=launcher, startup_s=startup_s)
 
 
+#: Set by a launcher whose cell processes must die with the process that started them (a Ray
+#: worker running the cell's task, :mod:`profiler.host.ray_node`): "1", or better that
+#: parent's pid, which also catches a parent that died before the request was made.
+DIE_WITH_PARENT_ENV = "SDTOP_DIE_WITH_PARENT"
+
+
+def die_with_parent_if_asked() -> None:
+    """Ask Linux to kill this process when its parent dies, where the parent asked for it.
+
+    Before torch is imported: a parent killed during the import must not leave an orphan
+    that goes on to hold a GPU. PDEATHSIG fires when the parent *thread* that started this
+    process exits (a Ray task runs on its worker's main thread), and not at all if the
+    parent is already gone, hence the check of ``getppid`` after asking."""
+    text = os.environ.get(DIE_WITH_PARENT_ENV, "").strip()
+    if not text or text == "0":
+        return
+    from .forkserver import die_with_parent
+
+    die_with_parent()
+    parent = int(text) if text.isdigit() and int(text) > 1 else None
+    ppid = os.getppid()
+    if ppid == 1 or (parent is not None and ppid != parent):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def main() -> int:
     """``python -m profiler.worker.cell``: one cell per process (the portable launcher).
 
     Reads one JSON request line from stdin, writes events to stdout.
     """
     t0 = time.perf_counter()
+    die_with_parent_if_asked()
+    enter_lane()
     quiet_libraries()
     events_fd = claim_stdout()
     emit = FdEmitter(events_fd)
