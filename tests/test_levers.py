@@ -392,10 +392,14 @@ def test_fused_qkv_refusals_on_unets() -> None:
         CellSpec("sd-txt2img", attention="classic", fuse_qkv=True)
     )
 
+    # imported by name: diffusers' lazy modules expose a submodule as an attribute only
+    # once something imported it, which depended on the order tests ran in
+    from diffusers.models.attention_processor import Attention
+
     class AddedKV(torch.nn.Module):  # what IF's UNets say (their processors have added KV projections)
         def __init__(self) -> None:
             super().__init__()
-            self.attn = diffusers.models.attention_processor.Attention(8, heads=1, dim_head=8)
+            self.attn = Attention(8, heads=1, dim_head=8)
 
         def fuse_qkv_projections(self) -> None:
             raise ValueError("`fuse_qkv_projections()` is not supported for models having added KV projections.")
