@@ -140,7 +140,7 @@ def one_row(cell_spec: CellSpec, summary: ev.ProfileSummary | None = None, **kw:
 
 
 def test_breakdown_columns_are_appended_after_the_last_ones_in_order() -> None:
-    assert COLUMNS[COLUMNS.index("pareto") + 1 :] == (
+    assert COLUMNS[COLUMNS.index("pareto") + 1 : COLUMNS.index("mfu_note") + 1] == (
         "attn_pct",
         "gemm_pct",
         "conv_pct",
@@ -154,7 +154,9 @@ def test_breakdown_columns_are_appended_after_the_last_ones_in_order() -> None:
         "mfu_pct",
         "mfu_note",
     )
-    assert COLUMNS[-len(BREAKDOWN_COLUMNS) :] == BREAKDOWN_COLUMNS
+    end = COLUMNS.index("mfu_note") + 1
+    assert COLUMNS[end - len(BREAKDOWN_COLUMNS) : end] == BREAKDOWN_COLUMNS
+    assert COLUMNS[end:] == ("lane", "hostname", "attempt")  # issue 15's, after them
     assert tuple(FAMILY_COLUMNS) == OP_FAMILIES and tuple(FAMILY_LABELS) == OP_FAMILIES
 
 

@@ -98,7 +98,8 @@ HEADER = (
     "compile_scope,quant,cache,offload,fuse_qkv,attention_backend,frames,frames_per_s,steps_computed,"
     "psnr_db,max_abs_diff,baseline_cell,fidelity_note,pareto,"
     "attn_pct,gemm_pct,conv_pct,norm_pct,elementwise_pct,copy_pct,other_pct,idle_pct,gflop_per_step,tflops,"
-    "mfu_pct,mfu_note"
+    "mfu_pct,mfu_note,"
+    "lane,hostname,attempt"
 )
 
 

@@ -164,6 +164,9 @@ class CellFold:
         #: The breakdowns of the cell's profiled calls (``--profile``: one after the measured
         #: calls, at each size), in order; never a figure of it/s.
         self.profiles: list[ProfileSummary] = []
+        #: The label of the lane that ran this attempt ("GPU 1", "CPU 0-3", "Ray slot 2"), as
+        #: the run's SessionStarted.lanes names it; "" in a sequential run.
+        self.lane_label = ""
         self.sizes = asked_sizes(self.settings)
         self.size_of_call: dict[int, Size] = {}
         self._current: Size = self.sizes[0]
@@ -291,6 +294,7 @@ class SessionFold:
         self.max_n_cells = 0
         self.first_ts: float | None = None
         self._pos = 0
+        self._lane_labels: dict[int, str] = {}  # the latest run's lanes, by index
 
     def add(self, e: Event) -> None:
         """Fold one event."""
@@ -307,8 +311,10 @@ class SessionFold:
         if isinstance(e, CellStarted):
             self.max_n_cells = max(self.max_n_cells, e.n_cells)
             if cell >= 0:
-                self.cells[cell] = CellFold(e)
+                fold = self.cells[cell] = CellFold(e)
                 self.start_pos[cell] = pos
+                if self._lane_labels and isinstance(e.lane, int):
+                    fold.lane_label = self._lane_labels.get(e.lane, f"lane {e.lane}")
             return
         if isinstance(e, Environment):
             if cell < 0:
@@ -325,6 +331,12 @@ class SessionFold:
             if self.first_start is None:
                 self.first_start = e
             self.latest_start = e
+            lanes = e.lanes if isinstance(e.lanes, list) else []
+            self._lane_labels = {
+                int(d["lane"]): str(d.get("label") or f"lane {d['lane']}")
+                for d in lanes
+                if isinstance(d, dict) and isinstance(d.get("lane"), int)
+            }
             self.final = None
         elif isinstance(e, SessionFinished):
             self.last_session_end = pos

@@ -107,6 +107,9 @@ def to_markdown(rows: Iterable[Row], env: Mapping[str, Any] | None = None) -> st
     common = _common_label(settings, exclude=varying)
     if common:
         lines += [f"Settings common to every cell: {escape_controls(common, keep_newlines=False)}", ""]
+    where = _where_line(cells)
+    if where:
+        lines += [escape_controls(where, keep_newlines=False), ""]
 
     device_fallback = opt_str((env or {}).get("device_name"))
     tables: dict[tuple[str, int], dict[tuple[str, tuple[Any, ...]], list[Row]]] = {}
@@ -399,6 +402,25 @@ def _table_notes(cells: Iterable[list[Row]]) -> list[str]:
     if any(r.pareto for rs in shown for r in rs):
         notes.append(PARETO_LEGEND + ".")
     return [escape_controls(n, keep_newlines=False) for n in notes]
+
+
+def _where_line(cells: Mapping[int, list[Row]]) -> str:
+    """ "Ran on 2 lanes: CPU 0 (cells 1, 3, 5) · CPU 1 (cells 2, 4, 6)" where cells ran side by
+    side (``lane`` set), with the machine where more than one ran them (a Ray cluster, a
+    merge); nothing for a sequential run on one machine."""
+    by_place: dict[str, list[int]] = {}
+    hosts = {rs[0].hostname for rs in cells.values() if rs and rs[0].hostname}
+    for cell, rs in cells.items():
+        first = rs[0]
+        if not first.lane and len(hosts) < 2:
+            continue
+        parts = [p for p in (first.lane, first.hostname if len(hosts) > 1 else None) if p]
+        by_place.setdefault(" on ".join(parts) or "?", []).append(cell + 1)
+    if not by_place:
+        return ""
+    noun = "lanes" if any(rs[0].lane for rs in cells.values() if rs) else "machines"
+    places = " · ".join(f"{place} (cells {', '.join(map(str, sorted(c)))})" for place, c in by_place.items())
+    return f"Ran on {len(by_place)} {noun}: {places}"
 
 
 def _env_line(env: Mapping[str, Any]) -> str:

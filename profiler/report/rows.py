@@ -229,6 +229,19 @@ cell run without ``--profile`` (``mfu_note`` included: nothing was judged).
     table matches it); ``no <dtype> peak for <card>`` (no such hardware path: a T4's bf16).
     Empty where there is a figure.
 
+Where the cell ran (issue 15), for runs of several lanes or on a Ray cluster:
+
+``lane``
+    The label of the lane that ran the cell's last attempt, as the run's
+    ``SessionStarted.lanes`` names it: ``GPU 1`` (``--gpus``), ``CPU 0-3`` (``--lanes``),
+    ``Ray slot 2`` (``--ray``); empty in a sequential run.
+``hostname``
+    The machine: the cell's own ``Environment`` (a Ray node names itself there), else the
+    session's (where the worker host ran).
+``attempt``
+    ``CellStarted.attempt`` of the attempt the row reads: 1, or more after a retry (a lost
+    Ray node) or a rerun asked for in the dashboard.
+
 Settings columns (``weights`` ... ``iterations``) are what the cell asked for
 (``CellStarted.settings``): ``height``/``width`` is the image the cell produces (for a
 ``--resolutions`` row, the size the row's calls ran at). ``stage_height``/``stage_width``
@@ -385,6 +398,10 @@ class Row:
     tflops: float | None = None
     mfu_pct: float | None = None
     mfu_note: str | None = None
+    # Where the cell ran (issue 15: lanes, Ray), appended for the same reason.
+    lane: str | None = None
+    hostname: str | None = None
+    attempt: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -509,6 +526,9 @@ def _cell_rows(c: CellFold, status: str, session_env: Mapping[str, Any]) -> list
         "device_name": opt_str(env.get("device_name")),
         "torch_version": opt_str(env.get("torch")),
         "diffusers_version": opt_str(env.get("diffusers")),
+        "lane": c.lane_label or None,
+        "hostname": opt_str(env.get("hostname")),
+        "attempt": opt_int(c.started.attempt),
     }
     common.update(telemetry_of(c.telemetry, c.calls, batch_size))
     common["nvml_process_match"] = opt_str(c.env.get("nvml_process_match"))
