@@ -122,3 +122,18 @@ def test_profile_benchmark_alternates_runs_with_and_without_profile(tmp_path: Pa
     assert float(f["ratio"]) > 0 and float(f["profiled_call_slowdown"]) > 0 and float(f["trace_mib"]) > 0
     data = json.loads(path.read_text())
     assert data["ratio"]["target"] == ">= 0.98" and "machine" in data["context"]
+
+
+def test_lanes_benchmark_runs_both_sides_and_compares_their_statuses(tmp_path: Path) -> None:
+    path = tmp_path / "l.json"
+    stdout = run_bench(
+        "bench_lanes.py",
+        *shlex.split("--rounds 1 --steps 2 --iterations 1 --warmup 0 --batch 1,2 --attention sdpa"),
+        "--json",
+        str(path),
+    )
+    f = figures(stdout)
+    assert f["cells"] == "2" and f["statuses_equal"] == "yes"
+    assert float(f["sequential_wall_s"]) > 0 and float(f["lanes_wall_s"]) > 0 and float(f["ratio"]) > 0
+    data = json.loads(path.read_text())
+    assert data["ratio"]["target"] == "<= 0.7" and "side_b" in data["context"]
