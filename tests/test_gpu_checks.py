@@ -4,7 +4,8 @@ fails a bad one, so the script can fail on a card for the right reason and only 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,20 @@ import pytest
 from sdtop.pipelines.settings import CellSpec
 from sdtop.profiler.contract.events import (
     CellFinished,
+    CellStarted,
     CompileFinished,
     CompileStarted,
     CudagraphSkip,
     Environment,
     Event,
     Fidelity,
+    GpuSample,
+    Log,
     ProfileSummary,
     Recompile,
     RecompileLimit,
+    SessionFinished,
+    SessionStarted,
     SettingsApplied,
     StageTimed,
     StepTimed,
@@ -266,3 +272,156 @@ def test_profile_wants_fused_kernels_for_sdpa_and_none_for_classic(tmp_path: Pat
     missing = _profiled(session_events(cells), {0: fused})
     assert outcomes("profile", write(tmp_path, "missing", missing)) == ["PASS", "FAIL"]
     assert outcomes("profile", write(tmp_path, "dry", swapped), dry_run=True) == ["PASS", "PASS"]
+
+
+#: Cores per lane in the synthetic lane sessions (lane i: cores 8i .. 8i+7).
+LANE_CORES = 8
+
+
+def _lane_cores(lane: int) -> list[int]:
+    return list(range(LANE_CORES * lane, LANE_CORES * (lane + 1)))
+
+
+def on_lanes(
+    lane_of: Sequence[int],
+    gpus: Sequence[int | None] = (0,),
+    *,
+    clock: Sequence[int] | None = None,
+    listed: int | None = None,
+    seen: Mapping[int, str] | None = None,
+) -> list[Event]:
+    """A ``--gpus`` session as the runner records it: lane i on card ``gpus[i]`` (None: a CPU
+    lane, ``--lanes``), cell c (SD 1.5, sdpa) on lane ``lane_of[c]``; each lane runs its cells
+    one after another, the lanes side by side. ``clock``: the lane whose timeline each cell
+    follows (default its own: two cells on one lane but different clocks overlap);
+    ``listed``: how many lanes SessionStarted records (default all); ``seen``: a cell's
+    CUDA_VISIBLE_DEVICES other than its lane's card. Cells on a card get the worker's card
+    facts, the sampler's NVML match and an ok GpuSample from NVML device = card."""
+    cpu = all(g is None for g in gpus)
+    cells = [spec(**({"device": "cpu", "dtype": "fp32"} if cpu else {})) for _ in lane_of]
+    events = session_events(cells, device_name=None if cpu else "NVIDIA H200")
+    head, body, end = events[:2], events[2:-1], events[-1]
+    by_cell: dict[int, list[Event]] = defaultdict(list)
+    for e in body:
+        by_cell[e.cell].append(e)
+    free: defaultdict[int, float] = defaultdict(lambda: head[0].ts + 0.5)  # each timeline's next free moment
+    out: list[Event] = []
+    for c, lane in enumerate(lane_of):
+        gpu = gpus[lane] if lane < len(gpus) else None
+        timeline = clock[c] if clock is not None else lane
+        shift = free[timeline] - by_cell[c][0].ts
+        for e in by_cell[c]:
+            e = dataclasses.replace(e, ts=e.ts + shift)
+            if isinstance(e, CellStarted):
+                e = dataclasses.replace(e, lane=lane)
+            out.append(e)
+            if isinstance(e, Environment) and "device" in e.data:
+                ts = e.ts
+                cores = ",".join(map(str, _lane_cores(lane)))
+                out.append(Environment(ts=ts, cell=c, data={"torch_threads": LANE_CORES, "cpus": cores}))
+                if gpu is None:
+                    continue
+                bus = f"00000000:{0x19 + gpu:02X}:00.0"
+                card = (seen or {}).get(c, str(gpu))
+                out[-2] = dataclasses.replace(e, data={**e.data, "pci_bus_id": bus, "cuda_visible_devices": card})
+                match = f"GPU telemetry: NVML device {gpu} (NVIDIA H200, {bus}), matched by PCI bus id"
+                out.append(Log(ts=ts, cell=c, message=match))
+                out.append(GpuSample(ts=ts + 0.1, cell=c, index=gpu, device_used_mib=4200.0, util_pct=97.0))
+        free[timeline] = out[-1].ts + 0.25
+    lanes = [
+        {"lane": i, "label": f"CPU {LANE_CORES * i}-{LANE_CORES * (i + 1) - 1}" if g is None else f"GPU {g}",
+         "gpu": g, "cpus": _lane_cores(i)}
+        for i, g in enumerate(gpus)
+    ]  # fmt: skip
+    placement = {"lanes": len(gpus), "all_gpus": False} if cpu else {"lanes": 1, "all_gpus": True, "gpus": []}
+    assert isinstance(head[0], SessionStarted) and isinstance(end, SessionFinished)
+    first = dataclasses.replace(head[0], lanes=lanes[:listed], placement=placement)
+    out.sort(key=lambda e: e.ts)
+    last = out[-1].ts + 0.01
+    return [first, head[1], *out, dataclasses.replace(end, ts=last, duration_s=last - first.ts)]
+
+
+@pytest.fixture
+def no_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent's CUDA_VISIBLE_DEVICES unset, as on the lent card: lanes count cards as NVML."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+@pytest.mark.usefixtures("no_visible")
+def test_lanes_pass_each_cell_on_its_card_one_at_a_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one_card = write(tmp_path, "one", on_lanes([0, 0]))  # the lent H200: --gpus all is one lane
+    assert outcomes("lanes", one_card) == ["PASS"] * 5
+    two_cards = write(tmp_path, "two", on_lanes([0, 1, 0], gpus=(0, 1)))
+    assert outcomes("lanes", two_cards) == ["PASS"] * 6
+    # what it measured: the lanes and their cells, each cell's it/s and card, the wall time
+    assert checks.main(["lanes", str(two_cards)]) == 0
+    text = capsys.readouterr().out
+    assert "2 lane(s): GPU 0 (card 0, cores 0-7): cells 1, 3; GPU 1 (card 1, cores 8-15): cells 2" in text
+    assert "cell 2 sd-txt2img/main sdpa none b1 64x64 on lane 1 (GPU 1) -> ok, main 2" in text
+    assert " it/s, cores 8-15, CUDA_VISIBLE_DEVICES=1, NVIDIA H200 at 00000000:1A:00.0, " in text
+    assert "NVML device 1 (NVIDIA H200, 00000000:1A:00.0) matched by PCI bus id, 1 reading(s)" in text
+    assert "one cell at a time on each lane (lane 0: 2 cell(s); lane 1: 1 cell(s))" in text
+    assert "session complete in " in text and " s wall; cells busy " in text
+
+
+@pytest.mark.usefixtures("no_visible")
+def test_lanes_fail_a_cell_on_a_lane_the_session_does_not_list(tmp_path: Path) -> None:
+    unknown = write(tmp_path, "unknown", on_lanes([0, 1], gpus=(0, 1), listed=1))
+    assert outcomes("lanes", unknown) == ["PASS", "PASS", "FAIL", "PASS", "PASS"]
+    assert "lane 1 is not in SessionStarted.lanes (0)" in checks.run("lanes", [str(unknown)], False)[2].detail
+    none = write(tmp_path, "none", on_lanes([0, 0], listed=0))  # no lanes recorded at all
+    assert outcomes("lanes", none) == ["FAIL", "FAIL", "FAIL", "PASS", "PASS"]
+
+
+def test_lanes_fail_a_worker_that_saw_another_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    wrong = write(tmp_path, "wrong", on_lanes([0, 1], gpus=(0, 1), seen={1: "0,1"}))
+    assert outcomes("lanes", wrong) == ["PASS", "PASS", "FAIL", "PASS", "PASS"]
+    assert (
+        "(the worker saw CUDA_VISIBLE_DEVICES=0,1, its lane's card is 1)"
+        in checks.run("lanes", [str(wrong)], False)[2].detail
+    )
+    # where the parent has CUDA_VISIBLE_DEVICES (UUIDs), a lane's worker sees that card's entry
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,GPU-bbbb")
+    uuids = write(tmp_path, "uuids", on_lanes([0, 1], gpus=(0, 1), seen={0: "GPU-aaaa", 1: "GPU-bbbb"}))
+    assert outcomes("lanes", uuids) == ["PASS"] * 5
+    assert outcomes("lanes", wrong) == ["PASS", "FAIL", "FAIL", "PASS", "PASS"]
+
+
+@pytest.mark.usefixtures("no_visible")
+def test_lanes_fail_a_cell_without_telemetry_from_its_card(tmp_path: Path) -> None:
+    events = on_lanes([0, 1], gpus=(0, 1))
+    unread = [e for e in events if not (isinstance(e, GpuSample) and e.cell == 1)]
+    assert outcomes("lanes", write(tmp_path, "unread", unread)) == ["PASS", "PASS", "FAIL", "PASS", "PASS"]
+    elsewhere = [dataclasses.replace(e, index=0) if isinstance(e, GpuSample) and e.cell == 1 else e for e in events]
+    assert outcomes("lanes", write(tmp_path, "elsewhere", elsewhere)) == ["PASS", "PASS", "FAIL", "PASS", "PASS"]
+    failed = [
+        dataclasses.replace(e, status="error: boom") if isinstance(e, CellFinished) and e.cell == 0 else e
+        for e in events
+    ]
+    assert outcomes("lanes", write(tmp_path, "failed", failed)) == ["PASS", "FAIL", "PASS", "PASS", "PASS"]
+
+
+@pytest.mark.usefixtures("no_visible")
+def test_lanes_fail_two_cells_at_once_on_one_lane(tmp_path: Path) -> None:
+    both = write(tmp_path, "both", on_lanes([0, 0], clock=[0, 1]))
+    assert outcomes("lanes", both) == ["PASS", "PASS", "PASS", "FAIL", "PASS"]
+    v = checks.run("lanes", [str(both)], False)[3]
+    assert v.detail.startswith("overlapping: cells 1 and 2 on lane 0 for ")
+
+
+@pytest.mark.usefixtures("no_visible")
+def test_lanes_in_the_dry_run_are_cpu_lanes(tmp_path: Path) -> None:
+    cpu = write(tmp_path, "cpu", on_lanes([0, 1], gpus=(None, None)))
+    assert outcomes("lanes", cpu, dry_run=True) == ["PASS"] * 5
+    assert outcomes("lanes", cpu) == ["FAIL", "FAIL", "FAIL", "PASS", "PASS"]  # a card run wants cards
+    card = write(tmp_path, "card", on_lanes([0, 0]))
+    assert outcomes("lanes", card, dry_run=True)[0] == "FAIL"  # a dry run has no card to give
+
+
+def test_the_dry_run_turns_gpus_into_two_cpu_lanes() -> None:
+    argv = ["--pipeline", "sd-txt2img", "--weights", "random", "--dtype", "fp16", "--gpus", "all"]
+    assert checks.dry_argv(argv) == [
+        "--pipeline", "sd-txt2img", "--weights", "tiny", "--dtype", "fp32", "--lanes", "2", "--device", "cpu",
+    ]  # fmt: skip
+    assert checks.dry_argv(["--gpus", "0,1", "--steps", "20"]) == ["--lanes", "2", "--steps", "2", "--device", "cpu"]

@@ -56,13 +56,31 @@ def test_the_script_runs_what_issue_14_asks_for() -> None:
     assert "check profile " in SCRIPT.read_text()
 
 
+def test_the_script_runs_the_lane_path_on_its_card() -> None:
+    """``--gpus all`` (one card lent: the lane path with one lane) on a small SD 1.5 matrix,
+    judged by ``check lanes``; the rehearsal runs the same lane path as two CPU lanes."""
+    argv = next(a for a in run_commands() if "--gpus" in a)
+    line = " ".join(argv)
+    assert "--pipeline sd-txt2img " in line and "--weights random" in line and "--gpus all" in line
+    placement = cli.placement_from_args(cli.build_run_parser().parse_args(argv))
+    assert placement.all_gpus and placement.wants_gpus
+    dry = cli.build_run_parser().parse_args(load_script("checks.py").dry_argv(argv))
+    placement = cli.placement_from_args(dry)
+    assert placement.lanes == 2 and not placement.wants_gpus and dry.device == "cpu"
+    text = SCRIPT.read_text()
+    assert 'check lanes "$S/gpus"' in text and "[eager|compile|dit|profile|gpus|all]" in text
+
+
 @pytest.mark.parametrize("argv", run_commands(), ids=lambda a: " ".join(a)[:60])
 def test_every_run_line_is_valid_input_on_a_card_and_in_the_rehearsal(argv: list[str]) -> None:
-    matrix = cli.matrix_from_args(cli.build_run_parser().parse_args(argv))
-    assert matrix.n_cells(cuda_available=True) >= 1
+    args = cli.build_run_parser().parse_args(argv)
+    assert cli.matrix_from_args(args).n_cells(cuda_available=True) >= 1
+    cli.placement_from_args(args)  # --gpus and the like: BadInput on a bad value or pair
     dry = list(load_script("checks.py").dry_argv(argv))
     assert "--device" in dry and "random" not in dry
-    assert cli.matrix_from_args(cli.build_run_parser().parse_args(dry)).n_cells(cuda_available=False) >= 1
+    dry_args = cli.build_run_parser().parse_args(dry)
+    assert cli.matrix_from_args(dry_args).n_cells(cuda_available=False) >= 1
+    cli.placement_from_args(dry_args)
 
 
 def test_without_a_gpu_it_says_so_and_fails_at_once(tmp_path: Path) -> None:
@@ -99,6 +117,7 @@ def test_the_cpu_rehearsal_passes_every_check_it_can_make(tmp_path: Path) -> Non
         "levers",
         "fp8",
         "profile",
+        "lanes",
     ):
         assert f"PASS {check}:" in results, check
     assert "failed checks and steps: 0" in results and (out / "sessions.tgz").stat().st_size > 0

@@ -33,27 +33,43 @@ Checks (issue 12's list; random weights, fp16, batch 1 unless said):
 - ``profile DIR`` (issue 14, ``--profile``): sdpa and classic cells ``ok``, each with its
   profiled call's breakdown (shares adding to 100 ± 1, FLOPs per step > 0); the sdpa cell's
   kernels include a fused attention kernel (flash / memory-efficient / cuDNN), the classic
-  cell's none; the attention share and the top kernels are printed.
+  cell's none; the attention share and the top kernels are printed;
+- ``lanes DIR`` (``--gpus all``: one lane per card, one card on a lent machine): the session
+  recorded its lanes, each with its card; every cell ran on a listed lane and ended ``ok``;
+  on a card, the worker saw only its lane's card (``cuda_visible_devices``) and its GPU
+  telemetry came from an NVML device (which one, matched how, printed); each worker kept to
+  its lane's cores; no two cells overlapped on one lane; the session completed. Prints the
+  lanes, the cells per lane, each cell's it/s and the session's wall time. A dry run
+  (``--lanes 2``: a CPU has no card) expects CPU lanes and judges no card or NVML figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from sdtop.pipelines.settings import cpu_ranges
 from sdtop.profiler.contract.events import (
+    CellFinished,
+    CellStarted,
     Environment,
     Event,
+    GpuSample,
+    Log,
     ProfileSummary,
     Recompile,
     RecompileLimit,
+    SessionFinished,
+    SessionStarted,
     StageTimed,
     StepTimed,
+    WorkerExited,
 )
 from sdtop.profiler.host.session import read_events
 from sdtop.profiler.report.rows import Row, rows
@@ -288,6 +304,199 @@ def check_profile(directory: Path, dry_run: bool) -> list[Verdict]:
     return out
 
 
+#: The sampler's line once it has matched a worker's card: "GPU telemetry: NVML device 0
+#: (NVIDIA H200, 0000:19:00.0), matched by PCI bus id" (profiler/host/sampler.py).
+_NVML_MATCH = re.compile(r"GPU telemetry: NVML device (\d+) \((.*)\), matched by (.+)$")
+
+
+def lane_card(gpu: int, visible: str | None) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` a worker on the lane of card ``gpu`` must see, given the
+    parent's own (None: not set): the card's index, or the parent's entry for it (a UUID on
+    some machines), as profiler/host/lanes.py gives it; None where there is no such entry."""
+    if visible is None:
+        return str(gpu)
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    return entries[gpu] if 0 <= gpu < len(entries) else None
+
+
+def _cores(value: object) -> tuple[int, ...]:
+    """Cores from a lane's list ([0, 1]) or a worker's text ("0,1")."""
+    items = value if isinstance(value, list | tuple) else str(value or "").split(",")
+    return tuple(sorted(int(str(c).strip()) for c in items if str(c).strip().isdigit()))
+
+
+class _Span:
+    """One attempt of a cell on a lane: CellStarted to its last CellFinished / WorkerExited.
+    (Plain classes here, not dataclasses: the tests load this script by path, unregistered.)"""
+
+    def __init__(self, cell: int, lane: int, start: float) -> None:
+        self.cell, self.lane, self.start, self.end = cell, lane, start, start
+
+
+class _LaneRun:
+    """What check_lanes reads from a session, cell by cell (the last attempt's lane)."""
+
+    def __init__(self) -> None:
+        self.lanes: dict[int, dict[str, Any]] = {}
+        self.placement: dict[str, Any] = {}
+        self.n_cells = 0
+        self.spans: list[_Span] = []
+        self.lane_of: dict[int, int] = {}
+        self.status: dict[int, str] = {}
+        self.env: dict[int, dict[str, Any]] = defaultdict(dict)
+        self.samples: dict[int, list[GpuSample]] = defaultdict(list)
+        self.matched: dict[int, tuple[int, str, str]] = {}  # NVML index, the device as logged, how
+        self.wall_s = 0.0
+        self.finished = ""
+
+    @classmethod
+    def read(cls, events: Sequence[Event]) -> _LaneRun:
+        run = cls()
+        t0 = last = events[0].ts if events else 0.0
+        wall: float | None = None
+        current: dict[int, _Span] = {}
+        for e in events:
+            last = max(last, e.ts)
+            if isinstance(e, SessionStarted):
+                t0 = e.ts
+                run.lanes = {int(d.get("lane", i)): d for i, d in enumerate(e.lanes)}
+                run.placement, run.n_cells = dict(e.placement), len(e.cells)
+            elif isinstance(e, CellStarted):
+                run.lane_of[e.cell] = e.lane
+                current[e.cell] = _Span(e.cell, e.lane, e.ts)
+                run.spans.append(current[e.cell])
+            elif isinstance(e, CellFinished | WorkerExited) and e.cell in current:
+                current[e.cell].end = max(current[e.cell].end, e.ts)
+                if isinstance(e, CellFinished):
+                    run.status[e.cell] = e.status
+            elif isinstance(e, Environment) and e.cell >= 0:
+                run.env[e.cell].update(e.data)
+            elif isinstance(e, GpuSample) and e.status == "ok":
+                run.samples[e.cell].append(e)
+            elif isinstance(e, Log) and (m := _NVML_MATCH.search(e.message)):
+                run.matched[e.cell] = (int(m.group(1)), m.group(2), m.group(3))
+            elif isinstance(e, SessionFinished):
+                wall, run.finished = e.duration_s, e.status
+        run.wall_s = wall if wall is not None else last - t0
+        return run
+
+    def cells_on(self, lane: int) -> list[int]:
+        return sorted(c for c, i in self.lane_of.items() if i == lane)
+
+    def lane_text(self, lane: int) -> str:
+        d = self.lanes[lane]
+        cores = _cores(d.get("cpus"))
+        cells = ", ".join(str(c + 1) for c in self.cells_on(lane)) or "none"
+        card = "no card" if d.get("gpu") is None else f"card {d.get('gpu')}"
+        return f"{d.get('label') or lane} ({card}, cores {cpu_ranges(cores) or 'all'}): cells {cells}"
+
+
+def _lanes_recorded(run: _LaneRun, name: str, dry_run: bool) -> Verdict:
+    """At least one lane, each with its card (a CPU lane in a dry run), as --gpus asked."""
+    problems: list[str] = [] if run.lanes else ["no lanes recorded in SessionStarted"]
+    for i, d in sorted(run.lanes.items()):
+        gpu = d.get("gpu")
+        if dry_run and gpu is not None:
+            problems.append(f"lane {i} has card {gpu} in a dry run (a CPU has none)")
+        elif not dry_run and not isinstance(gpu, int):
+            problems.append(f"lane {i} ({d.get('label')}) has no card index")
+    if not dry_run and not (run.placement.get("all_gpus") or run.placement.get("gpus")):
+        problems.append(f"the placement asked for no card ({run.placement})")
+    lanes = "; ".join(run.lane_text(i) for i in sorted(run.lanes)) or "-"
+    detail = f"{name}: {len(run.lanes)} lane(s): {lanes}"
+    return _ok("lanes", not problems, detail + (f" ({'; '.join(problems)})" if problems else ""))
+
+
+def _on_its_card(run: _LaneRun, cell: int, gpu: object, visible: str | None) -> tuple[list[str], list[str]]:
+    """(what was measured, what is wrong) of one cell's card: the CUDA_VISIBLE_DEVICES its
+    worker saw, and the NVML device its telemetry was read from."""
+    env = run.env.get(cell, {})
+    cvd = env.get("cuda_visible_devices")
+    notes = [f"CUDA_VISIBLE_DEVICES={cvd}, {env.get('device_name') or '?'} at {env.get('pci_bus_id') or '?'}"]
+    bad: list[str] = []
+    want = lane_card(gpu, visible) if isinstance(gpu, int) else None
+    if cvd is None or str(cvd) != want:
+        bad.append(f"the worker saw CUDA_VISIBLE_DEVICES={cvd}, its lane's card is {want}")
+    samples = run.samples.get(cell, [])
+    indices = sorted({s.index for s in samples if s.index is not None})
+    how = run.matched.get(cell)
+    if how is not None:
+        notes.append(f"NVML device {how[0]} ({how[1]}) matched by {how[2]}, {len(samples)} reading(s)")
+    if not indices:
+        bad.append("no GPU telemetry read (no ok GpuSample)")
+    elif len(indices) > 1:
+        bad.append(f"GPU telemetry read from NVML devices {indices}, not one")
+    elif how is not None and how[0] != indices[0]:
+        bad.append(f"GPU telemetry from NVML device {indices[0]}, the match named {how[0]}")
+    elif visible is None and isinstance(gpu, int) and indices[0] != gpu:
+        bad.append(f"GPU telemetry from NVML device {indices[0]}, the lane's card is {gpu} in PCI bus order")
+    return notes, bad
+
+
+def _cell_on_lane(run: _LaneRun, cell: int, rs: Sequence[Row], dry_run: bool, visible: str | None) -> Verdict:
+    """One cell: on a listed lane, ok, on its lane's cores, and (on a card) on its card."""
+    label = _label(rs[0]) if rs else "(no report row)"
+    speed = ", ".join(f"{r.stage} {r.it_per_s:.2f} it/s" for r in rs if r.it_per_s is not None) or "no it/s"
+    if cell not in run.lane_of:
+        return Verdict("FAIL", "lanes", f"cell {cell + 1} {label}: never started")
+    lane = run.lane_of[cell]
+    d = run.lanes.get(lane)
+    st = run.status.get(cell, "no result")
+    notes = [f"cell {cell + 1} {label} on lane {lane} ({d.get('label') if d else 'not listed'}) -> {st}, {speed}"]
+    bad: list[str] = []
+    if d is None:
+        bad.append(f"lane {lane} is not in SessionStarted.lanes ({', '.join(map(str, sorted(run.lanes))) or 'none'})")
+    if st != "ok":
+        bad.append(f"status {st}")
+    want = _cores(d.get("cpus")) if d is not None else ()
+    if want:
+        got = _cores(run.env.get(cell, {}).get("cpus"))
+        notes.append(f"cores {cpu_ranges(got) or '-'}")
+        if got != want:
+            bad.append(f"the worker ran on cores {cpu_ranges(got) or '(not said)'}, its lane has {cpu_ranges(want)}")
+    if dry_run:
+        notes.append("(dry run: no card, no NVML)")
+    else:
+        card_notes, card_bad = _on_its_card(run, cell, d.get("gpu") if d else None, visible)
+        notes += card_notes
+        bad += card_bad
+    return _ok("lanes", not bad, ", ".join(notes) + (f" ({'; '.join(bad)})" if bad else ""))
+
+
+def _one_at_a_time(run: _LaneRun) -> Verdict:
+    """No two attempts overlapped in time on one lane (a lane runs one worker at a time)."""
+    overlaps = [
+        f"cells {a.cell + 1} and {b.cell + 1} on lane {a.lane} for {min(a.end, b.end) - max(a.start, b.start):.2f} s"
+        for i, a in enumerate(run.spans)
+        for b in run.spans[i + 1 :]
+        if a.lane == b.lane and a.start < b.end and b.start < a.end
+    ]
+    if overlaps:
+        return Verdict("FAIL", "lanes", "overlapping: " + ", ".join(overlaps))
+    per_lane = "; ".join(f"lane {i}: {len(run.cells_on(i))} cell(s)" for i in sorted(set(run.lane_of.values())))
+    return Verdict("PASS", "lanes", f"one cell at a time on each lane ({per_lane or 'no cell ran'})")
+
+
+def check_lanes(directory: Path, dry_run: bool) -> list[Verdict]:
+    events, table = _session(directory)
+    run = _LaneRun.read(events)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the parent's, as the lanes were given it
+    by_cell: dict[int, list[Row]] = defaultdict(list)
+    for r in table:
+        by_cell[r.cell].append(r)
+    out = [_lanes_recorded(run, directory.name, dry_run)]
+    out += [_cell_on_lane(run, c, by_cell.get(c, []), dry_run, visible) for c in range(run.n_cells)]
+    out.append(_one_at_a_time(run))
+    busy = sum(s.end - s.start for s in run.spans)
+    lanes = len(set(run.lane_of.values()))
+    detail = (
+        f"{directory.name}: session {run.finished or 'not finished'} in {run.wall_s:.1f} s wall; "
+        f"cells busy {busy:.1f} s on {lanes} lane(s), {busy / run.wall_s if run.wall_s > 0 else 0:.2f} at a time"
+    )
+    out.append(_ok("lanes", run.finished == "complete", detail))
+    return out
+
+
 CHECKS: dict[str, tuple[int, Callable[..., list[Verdict]]]] = {
     "all-ok": (1, check_all_ok),
     "kernels": (1, check_kernels),
@@ -300,6 +509,7 @@ CHECKS: dict[str, tuple[int, Callable[..., list[Verdict]]]] = {
     "levers": (1, check_levers),
     "fp8": (1, check_fp8),
     "profile": (1, check_profile),
+    "lanes": (1, check_lanes),
 }
 
 
@@ -319,7 +529,8 @@ def run(check: str, args: Sequence[str], dry_run: bool) -> list[Verdict]:
 
 #: How a GPU step's arguments become a CPU rehearsal's: tiny weights in fp32, two steps, one
 #: measured call, the tiny models' own sizes, eager-backend compiles (inductor takes a minute
-#: a cell on a CPU), batch 16 as 2 (nothing to run out of).
+#: a cell on a CPU), batch 16 as 2 (nothing to run out of), ``--gpus X`` as two CPU lanes
+#: (``--lanes 2``: the same lane path, a CPU has no card).
 _DRY_SET = {"--weights": "tiny", "--dtype": "fp32", "--steps": "2", "--iterations": "1", "--batch": None}
 _DRY_DROP = {"--height", "--width", "--sample-ms", "--frames"}
 
@@ -343,6 +554,8 @@ def dry_argv(argv: Sequence[str]) -> list[str]:
             out += [opt, "64x64,96x96"]
         elif opt == "--compile" and value is not None:
             out += [opt, value, "--compile-backend", "eager"]
+        elif opt == "--gpus" and value is not None:
+            out += ["--lanes", "2"]
         else:
             out += args[i : i + step]
         i += step

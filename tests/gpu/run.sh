@@ -2,7 +2,7 @@
 # sdtop's GPU check, for a lent H100/H200 (the tool library's `device` entry). It FAILS (exit 1)
 # when any check fails, and says so at once (exit 2) on a machine without a GPU.
 #
-#   bash tests/gpu/run.sh [eager|compile|dit|profile|all]  # parts, each meant to fit one 5-minute call
+#   bash tests/gpu/run.sh [eager|compile|dit|profile|gpus|all]  # parts, each meant to fit one 5-minute call
 #   bash tests/gpu/run.sh all --dry-run           # CPU rehearsal: tiny weights, same steps and checks
 #
 # From this repo's root, after tests/gpu/fetch_wheels.sh has filled .whl/ (diffusers is not on
@@ -20,9 +20,9 @@ PART=all
 DRY=""
 for a in "$@"; do
   case "$a" in
-    eager|compile|dit|profile|all) PART=$a ;;
+    eager|compile|dit|profile|gpus|all) PART=$a ;;
     --dry-run) DRY=--dry-run ;;
-    *) echo "usage: bash tests/gpu/run.sh [eager|compile|dit|profile|all] [--dry-run]" >&2; exit 2 ;;
+    *) echo "usage: bash tests/gpu/run.sh [eager|compile|dit|profile|gpus|all] [--dry-run]" >&2; exit 2 ;;
   esac
 done
 OUT=${OUT:-/tmp/sdtop-gpu}
@@ -180,4 +180,12 @@ if [ "$PART" = profile ] || [ "$PART" = all ]; then
   sdtop_run profile 150 --pipeline sd-txt2img --weights random --dtype fp16 --steps 20 --iterations 2 \
     --attention sdpa,classic --profile
   check profile "$S/profile"
+fi
+
+if [ "$PART" = gpus ] || [ "$PART" = all ]; then
+  step "11. --gpus all: the lane path, one lane per card (one card here), SD 1.5 sdpa beside classic"
+  sdtop_run gpus 150 --pipeline sd-txt2img --weights random --dtype fp16 --steps 20 --iterations 2 \
+    --attention sdpa,classic --gpus all
+  check lanes "$S/gpus"
+  check fork-safe "$S/gpus"
 fi
