@@ -1,11 +1,13 @@
 """Synthetic, deterministic event streams: what a worker and the parent would record.
 
 For tests and UI fixtures: no torch, no clock, no randomness beyond a seeded RNG, so the
-same call always returns the same events (timestamps included). Two entry points:
+same call always returns the same events (timestamps included). Entry points:
 
 - :func:`cell_events` — every event of one cell, for given settings and outcome;
 - :func:`session_events` — a whole session: SessionStarted, the session-level
-  Environment, the cells one after another, SessionFinished.
+  Environment, the cells one after another, SessionFinished;
+- :func:`lanes_session_events` — the same with cells running side by side in lanes,
+  their events interleaved (``sdtop run --lanes/--gpus``).
 
 Typical use::
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sdtop.pipelines import registry
@@ -437,6 +440,68 @@ def session_events(
         evs = cell_events(i, spec, **kwargs)
         out.extend(evs)
         t = evs[-1].ts + gap_s
+    if finished is not None:
+        end = out[-1].ts + 0.01
+        out.append(SessionFinished(ts=end, status=finished, duration_s=end - t0))
+    return out
+
+
+def lanes_session_events(
+    specs: Sequence[CellSpec],
+    lanes: Sequence[Mapping[str, Any]],
+    *,
+    t0: float = T0,
+    placement: Mapping[str, Any] | None = None,
+    overrides: Mapping[int, Mapping[str, Any]] | None = None,
+    stop_at: float | None = None,
+    finished: str | None = "complete",
+    gap_s: float = 0.05,
+    seed: int = 0,
+    **session: Any,
+) -> list[Event]:
+    """A session whose cells run side by side (``sdtop run --lanes/--gpus``): what the parent
+    writes when every lane takes the next queued cell as soon as it is free.
+
+    Each cell is :func:`cell_events` (its ``CellStarted.lane`` set), started when its lane is
+    free (lanes start ``0.02 s`` apart, as their threads do; the earliest free lane first, the
+    lower index on a tie); the cells' events are merged by time, each cell's in its own order,
+    as the runner's one append path writes them.
+
+    Args:
+        lanes: ``SessionStarted.lanes`` (one dict per lane: lane, label, gpu, cpus).
+        placement: ``SessionStarted.placement`` (``Placement.to_dict()``).
+        overrides: per-cell keyword arguments for :func:`cell_events`.
+        stop_at: the moment the user stopped the run (``q``): every running worker is killed
+            (its events after it are gone; ``WorkerExited`` with SIGKILL and the runner's
+            ``CellFinished("interrupted")`` follow), no queued cell starts; use with
+            ``finished="interrupted"``.
+        finished, seed, ``session``: as :func:`session_events` (``session``: its session_id,
+            argv, matrix, device_name, ... keywords).
+    """
+    overrides = overrides or {}
+    head = session_events(specs, t0=t0, started=0, finished=None, seed=seed, **session)
+    start = head[0]
+    assert isinstance(start, SessionStarted)
+    head[0] = replace(start, lanes=[dict(lane) for lane in lanes], placement=dict(placement or {}))
+    cell_kwargs = {k: session[k] for k in ("device_name", "torch_version", "diffusers_version") if k in session}
+    free = [t0 + 0.5 + 0.02 * i for i in range(len(lanes))]
+    cells: list[list[Event]] = []
+    for i, spec in enumerate(specs):
+        lane = min(range(len(lanes)), key=lambda k: (free[k], k))
+        if stop_at is not None and free[lane] >= stop_at:
+            break
+        kwargs: dict[str, Any] = {"n_cells": len(specs), "t0": free[lane], "seed": seed, **cell_kwargs}
+        kwargs.update(overrides.get(i, {}))
+        evs = cell_events(i, spec, **kwargs)
+        evs[0] = replace(evs[0], lane=lane)
+        if stop_at is not None and evs[-1].ts > stop_at:
+            evs = [e for e in evs if e.ts <= stop_at]
+            evs.append(WorkerExited(ts=stop_at + 0.02, cell=i, pid=10_000 + i, returncode=-9, signal=9))
+            evs.append(CellFinished(ts=stop_at + 0.021, cell=i, status="interrupted"))
+        cells.append(evs)
+        free[lane] = evs[-1].ts + gap_s
+    merged = [e for _, _, e in sorted((e.ts, n, e) for n, e in enumerate(e for evs in cells for e in evs))]
+    out = head + merged
     if finished is not None:
         end = out[-1].ts + 0.01
         out.append(SessionFinished(ts=end, status=finished, duration_s=end - t0))

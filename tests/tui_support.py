@@ -40,6 +40,8 @@ class FakeRunner:
         self.block = block
         self.session = FakeSession(out)
         self.calls: list[str] = []
+        #: (method, cell) of each skip/rerun: the cell the dashboard passed (None: the runner's choice)
+        self.cell_calls: list[tuple[str, int | None]] = []
         self._stop = threading.Event()
 
     @property
@@ -60,11 +62,13 @@ class FakeRunner:
         self.calls.append("stop")
         self._stop.set()
 
-    def skip_cell(self) -> None:
+    def skip_cell(self, cell: int | None = None) -> None:
         self.calls.append("skip_cell")
+        self.cell_calls.append(("skip_cell", cell))
 
-    def rerun_cell(self) -> None:
+    def rerun_cell(self, cell: int | None = None) -> None:
         self.calls.append("rerun_cell")
+        self.cell_calls.append(("rerun_cell", cell))
 
 
 class FakePrepare:

@@ -11,7 +11,12 @@ once stopped a whole matrix.
 Fed from the runner's thread by :meth:`RunProgress.on_event`; it folds the event and lets
 rich redraw at a low, fixed rate, so on a 2-core box the display does not compete with
 the pipeline it measures. When stderr is not a terminal (CI, a pipe) it prints one line
-per finished cell instead.
+per started and per finished cell instead.
+
+Lanes (``--lanes``, ``--gpus``, ``--ray``: cells side by side, their events interleaved):
+the terminal view adds one line per lane (the header's :meth:`HeaderModel.lane_lines`) under
+the followed cell's two lines, and each printed line names its own cell's settings, its
+lane and its own it/s, never those of the cell another lane happens to be running.
 """
 
 from __future__ import annotations
@@ -38,9 +43,12 @@ from ..profiler.contract.events import (
 from ..profiler.contract.status import is_ok, one_line
 from ..profiler.report.text import escape_controls
 from .models import fmt
-from .models.header import HeaderModel
+from .models.header import HeaderModel, more_lanes
 from .models.latency import LatencyModel
 from .models.memory import MemoryModel
+
+#: Lane lines the terminal view shows at most (a Ray run may hold many cells in flight).
+MAX_LANE_LINES = 8
 
 
 class RunProgress:
@@ -57,6 +65,9 @@ class RunProgress:
         self.live: Any = None
         self.bad_input = ""  # the first error the user must fix (e.g. weights that cannot be had)
         self.gpu_na_said: set[str] = set()  # each "GPU figures n/a" reason is printed once
+        #: each cell's own label, from its CellStarted: with lanes the header's followed
+        #: cell may be another lane's when this cell's lines are printed
+        self.labels: dict[int, str] = {}
 
     def start(self, n_cells: int, session_dir: Path) -> None:
         self.n_cells = n_cells
@@ -106,10 +117,25 @@ class RunProgress:
         with self.lock:
             cell = self.header.cell_line()
             status = self.status_line()
+            lanes, hidden = self.header.lane_view(MAX_LANE_LINES)
         t = Table.grid(padding=(0, 1))
         t.add_column()
         t.add_row(Text(escape_controls(cell), style="bold cyan", no_wrap=True, overflow="ellipsis"))
         t.add_row(Text(escape_controls(status), no_wrap=True, overflow="ellipsis"))
+        if lanes:
+            grid = Table.grid(padding=(0, 2))
+            for _ in range(6):
+                grid.add_column(no_wrap=True)
+            grid.columns[-1].overflow = "ellipsis"
+            for ln in lanes:
+                mark = "▸ " if ln.followed else "  "
+                cells = [Text(escape_controls(mark + ln.label), style="bold" if ln.followed else "")]
+                cells += [Text(escape_controls(part)) for part in ln.parts()]
+                cells[-1].stylize("dim")
+                grid.add_row(*cells)
+            t.add_row(grid)
+            if hidden:
+                t.add_row(Text(f"  {more_lanes(hidden)}", style="dim"))
         return t
 
     # --- folding -----------------------------------------------------------------------------
@@ -133,13 +159,22 @@ class RunProgress:
         self.header.feed(ev)
         self.latency.feed(ev)
         self.memory.feed(ev)
+        try:
+            self._say(ev)
+        finally:  # after the lines: a finished cell's it/s is its own until another is followed
+            self.header.lead(self.latency, self.memory)
+
+    def _say(self, ev: Event) -> None:
+        """The lines an event prints (a pipe's log; on a terminal, the ones worth keeping)."""
         if isinstance(ev, CellStarted):
+            cp = self.header.cell_progress(ev.cell)
+            self.labels[ev.cell] = cp.label() if cp is not None else ""
             if self.live is None:  # a log, not a screen: say what is starting
-                self._print(f"[{ev.cell + 1}/{self._total()}] started: {self._label()}")
+                self._print(f"{self._tag(ev.cell)} started: {self._label(ev.cell)}")
         elif isinstance(ev, CellFinished):
             self.done += 1
-            msg = f"[{ev.cell + 1}/{self._total()}] {self._label()}: {ev.status}"
-            its = self.latency.it_per_s()
+            msg = f"{self._tag(ev.cell)} {self._label(ev.cell)}: {ev.status}"
+            its = self.latency.it_per_s(ev.cell)
             if its is not None and is_ok(ev.status):
                 msg += f" · last call {fmt.rate(its)} it/s"
             self._print(msg)
@@ -149,7 +184,7 @@ class RunProgress:
         elif isinstance(ev, Log) and ev.level in ("warning", "error"):
             self._print(f"sdtop: {ev.level}: {ev.message}")
         elif isinstance(ev, Recompile | RecompileLimit | GraphBreak):
-            self._print(f"[{ev.cell + 1}/{self._total()}] {compile_line(ev)}")
+            self._print(f"{self._tag(ev.cell)} {compile_line(ev)}")
         elif isinstance(ev, GpuSample) and ev.status != "ok":
             # the sampler records the reason in the session too; say it once per reason
             reason = ev.status.removeprefix("n/a:").strip() or ev.status
@@ -157,10 +192,19 @@ class RunProgress:
                 self.gpu_na_said.add(reason)
                 self._print(f"sdtop: GPU figures n/a: {reason}; host figures (worker RSS, CPU %, memory) recorded")
 
-    def _label(self) -> str:
-        """The cell's settings on one line: the header's words (``CellProgress.label``)."""
-        cur = self.header.current
-        return cur.label() if cur is not None else ""
+    def _label(self, cell: int) -> str:
+        """The cell's own settings on one line: the header's words (``CellProgress.label``),
+        kept from its CellStarted (with lanes the followed cell may be another one)."""
+        return self.labels.get(cell, "")
+
+    def _tag(self, cell: int) -> str:
+        """``[k/N]``, and with lanes ``[k/N] (GPU 1)``: where the cell runs."""
+        tag = f"[{cell + 1}/{self._total()}]"
+        if self.header.n_lanes > 1:
+            cp = self.header.cell_progress(cell)
+            if cp is not None:
+                tag += f" ({self.header.lane_label(cp.lane)})"
+        return tag
 
     def _total(self) -> int | str:
         return self.header.n_cells or self.n_cells or "?"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..pipelines.settings import MatrixSpec
+from ..pipelines.settings import MatrixSpec, Placement
 from ..profiler.contract.events import Event, SessionStarted
 from .reader import Reader
 
@@ -34,9 +34,9 @@ class RunnerLike(Protocol):
 
     def stop(self) -> None: ...
 
-    def skip_cell(self) -> None: ...
+    def skip_cell(self, cell: int | None = None) -> None: ...
 
-    def rerun_cell(self) -> None: ...
+    def rerun_cell(self, cell: int | None = None) -> None: ...
 
 
 class Prepare(Protocol):
@@ -60,12 +60,14 @@ def real_prepare(
     force: bool = False,
     argv: list[str] | None = None,
     on_event: OnEvent | None = None,
+    placement: Placement | None = None,
 ) -> RunnerLike:
-    """The real runner, imported only when a run starts (the first frame does not wait)."""
+    """The real runner, imported only when a run starts (the first frame does not wait).
+    ``placement``: where the cells run (``--lanes``, ``--gpus``, ``--ray``), bound by run_app."""
     from ..profiler.host.runner import prepare
     from ..profiler.report.render import finalize
 
-    return prepare(matrix, out, force=force, argv=argv, on_event=on_event, derive=finalize)
+    return prepare(matrix, out, force=force, argv=argv, on_event=on_event, derive=finalize, placement=placement)
 
 
 def session_dir_of(runner: object) -> Path | None:
@@ -139,10 +141,10 @@ class ReplayRunner:
         self._stop.set()
         self._jump.set()
 
-    def skip_cell(self) -> None:
+    def skip_cell(self, cell: int | None = None) -> None:
         """Read-only: a recording cannot be changed."""
 
-    def rerun_cell(self) -> None:
+    def rerun_cell(self, cell: int | None = None) -> None:
         """Read-only: a recording cannot be changed."""
 
 
@@ -203,22 +205,30 @@ class RunController:
         self.state = "done"
         self.reader.end(self.result)
 
-    def _call(self, method: str) -> None:
+    def _call(self, method: str, cell: int | None = None) -> None:
+        """``cell``: the one the request is about (the dashboard's followed cell); None asks
+        the runner's default (every running cell; the running or last cell) and is not
+        passed, so a runner that takes no cell still works."""
         with self._lock:
             runner = self.runner
             if runner is None and method == "stop":
                 self._stop_requested = True
         if runner is not None:
-            getattr(runner, method)()
+            if cell is None:
+                getattr(runner, method)()
+            else:
+                getattr(runner, method)(cell)
 
     def stop(self) -> None:
         self._call("stop")
 
-    def skip_cell(self) -> None:
-        self._call("skip_cell")
+    def skip_cell(self, cell: int | None = None) -> None:
+        """Skip ``cell`` if it is running (None: every running cell)."""
+        self._call("skip_cell", cell)
 
-    def rerun_cell(self) -> None:
-        self._call("rerun_cell")
+    def rerun_cell(self, cell: int | None = None) -> None:
+        """Run ``cell`` again at the end (None: the running cell, or the last one)."""
+        self._call("rerun_cell", cell)
 
     def jump_to_end(self) -> None:
         jump: Any = getattr(self.runner, "jump_to_end", None)

@@ -16,6 +16,11 @@ A batch costs in proportion to the batch, not to the session (tests/perf/bench_u
   (:class:`SessionFold`: a cell's steps as floats), the same one ``sdtop export`` folds
   from events.jsonl, so the table and an export from this screen cannot disagree; the
   rows of a cell are recomputed only when its status can have changed.
+
+Lanes (cells side by side, their events interleaved): the header follows one cell at a
+time (its rule, :mod:`.header`) and :meth:`HeaderModel.lead` points the chart and the
+memory panel at it, so another lane's events never reset them; the summary, the log and
+the breakdown show every cell as before.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from .summary import SummaryModel
 _ROW_EVENTS = (ev.CellFinished, ev.WorkerExited, ev.Error, ev.CellStarted, ev.Fidelity, ev.ProfileSummary)
 
 _CALL_KIND = attrgetter("call_kind")
+_CELL = attrgetter("cell")
 _PROFILED = "profiled"
 
 PANELS = ("header", "latency", "memory", "events", "summary", "breakdown")
@@ -103,18 +109,26 @@ class Dashboard:
         (profiled)") but not to the latency chart: that call runs under torch.profiler,
         slower than the steady state, and "feeds the breakdown only" (the contract's
         ``CALL_KINDS``); drawn as the current call it would put its rate in the panel's it/s.
+        With lanes the batch holds several cells' steps: the header updates each lane's cell,
+        the chart changes only when the followed cell's steps are among them.
         """
         self.n_steps += len(steps)
-        self.fold.add_steps(steps)
-        if self.header.feed_steps(steps):
+        first_ts = steps[0].ts
+        if self.header.feed_steps(steps):  # in arrival order: each cell's last step is near the end
             changed.add("header")
+        if len(set(map(_CELL, steps))) > 1 and self.fold.first_ts is not None:
+            # lanes interleave their cells step by step: in cell order (a stable sort, in C;
+            # each cell's steps keep their order) the folds below take each cell's steps as one
+            # run instead of one call per step (the session's first_ts is the first event's)
+            steps = sorted(steps, key=_CELL)
+        self.fold.add_steps(steps)
         charted = steps
         if _PROFILED in map(_CALL_KIND, steps):  # rare: scanned in C, filtered only then
             charted = [e for e in steps if e.call_kind != _PROFILED]
         if self.latency.feed_steps(charted):
             changed.add("latency")
         if self.log.start_ts is None:
-            self.log.start_ts = steps[0].ts
+            self.log.start_ts = first_ts
 
     def _fold(self, event: ev.Event, changed: set[str]) -> None:
         self.fold.add(event)
@@ -125,6 +139,8 @@ class Dashboard:
             changed.add("latency")
         if self.memory.feed(event):
             changed.add("memory")
+        if self.header.lead(self.latency, self.memory):
+            changed |= {"latency", "memory"}
         if self.breakdown.feed(event):
             changed.add("breakdown")
         entry = self.log.feed(event)

@@ -40,52 +40,153 @@ class Gauge:
         return f"{self.value:.0f}{self.unit}"
 
 
+class _LaneReadings:
+    """The latest samples of one lane's worker and card, and their history: a lane is one
+    card (``--gpus``) or one share of the cores, so its readings form one series."""
+
+    __slots__ = ("gpu", "gpu_history", "gpu_ok_seen", "gpu_reason", "host", "host_history")
+
+    def __init__(self, history_len: int) -> None:
+        self.gpu: ev.GpuSample | None = None
+        self.gpu_ok_seen = False
+        self.gpu_reason = ""
+        self.host: ev.HostSample | None = None
+        self.gpu_history: deque[float] = deque(maxlen=history_len)
+        self.host_history: deque[float] = deque(maxlen=history_len)
+
+
+class _TorchReadings:
+    """torch's allocator figures of one cell's worker (they start from nothing per cell)."""
+
+    __slots__ = ("peak", "torch")
+
+    def __init__(self) -> None:
+        self.torch: ev.TorchMemory | None = None
+        self.peak: float | None = None
+
+
 class MemoryModel:
+    """The gauges of the shown cell: its lane's card and worker, its allocator figures.
+
+    On its own the model shows the cell that started last. Told by :meth:`follow` (the
+    dashboard passes the header's followed cell: with lanes, cells run side by side) it
+    shows that cell's lane, and keeps every lane's readings apart, so a sample of another
+    card never lands in the gauges or the history shown.
+    """
+
     #: samples kept for the sparkline: the whole of a typical session at the sampler's
     #: rate, bucketed to the panel's width by the widget (each bucket shows its max)
     history_len = 2000
 
     def __init__(self) -> None:
-        self.gpu: ev.GpuSample | None = None
-        self.gpu_ok_seen = False
-        self.gpu_reason = ""
-        self.torch: ev.TorchMemory | None = None
-        self.torch_peak: float | None = None
-        self.host: ev.HostSample | None = None
-        self.gpu_history: deque[float] = deque(maxlen=self.history_len)
-        self.host_history: deque[float] = deque(maxlen=self.history_len)
         self.cell = -1
+        self._told = False
+        self._lanes: dict[int, _LaneReadings] = {}
+        self._lane_of: dict[int, int] = {}  # cell -> the lane that runs (or ran) it
+        self._torch: dict[int, _TorchReadings] = {}  # cell -> its allocator figures
+
+    def follow(self, cell: int) -> bool:
+        """Show ``cell`` (its lane's readings) from now on; True when that is a change."""
+        self._told = True
+        if cell == self.cell:
+            return False
+        self.cell = cell
+        return True
+
+    def _lane(self, cell: int) -> _LaneReadings:
+        lane = self._lane_of.get(cell, 0)
+        readings = self._lanes.get(lane)
+        if readings is None:
+            readings = self._lanes[lane] = _LaneReadings(self.history_len)
+        return readings
+
+    def _shows(self, cell: int) -> bool:
+        """Whether a reading of ``cell`` is in what the panel shows (the shown cell's lane)."""
+        return self._lane_of.get(cell, 0) == self._lane_of.get(self.cell, 0)
 
     def feed(self, event: ev.Event) -> bool:
         match event:
             case ev.CellStarted():
                 # torch's allocator figures are per worker: a new cell starts from nothing
-                self.cell = event.cell
-                self.torch = None
-                self.torch_peak = None
-                return True
+                lane = event.lane if isinstance(event.lane, int) and event.lane >= 0 else 0
+                if self._told:  # the lane's cell before it is over (kept while shown)
+                    for cell in [c for c, ln in self._lane_of.items() if ln == lane and c != self.cell]:
+                        self._torch.pop(cell, None)
+                self._lane_of[event.cell] = lane
+                self._torch[event.cell] = _TorchReadings()
+                if not self._told:
+                    self.cell = event.cell
+                    self._torch = {event.cell: self._torch[event.cell]}
+                    return True
+                return event.cell == self.cell
             case ev.GpuSample():
-                self.gpu = event
+                r = self._lane(event.cell)
+                r.gpu = event
                 if event.status == "ok":
-                    self.gpu_ok_seen = True
+                    r.gpu_ok_seen = True
                     used = event.process_used_mib if event.process_used_mib is not None else event.device_used_mib
                     if used is not None:
-                        self.gpu_history.append(used)
+                        r.gpu_history.append(used)
                 else:
-                    self.gpu_reason = event.status.removeprefix("n/a:").strip() or event.status
-                return True
+                    r.gpu_reason = event.status.removeprefix("n/a:").strip() or event.status
+                return self._shows(event.cell)
             case ev.TorchMemory():
-                self.torch = event
+                key = event.cell if self._told else self.cell  # untold: the one cell shown
+                t = self._torch.get(key)
+                if t is None:
+                    t = self._torch[key] = _TorchReadings()
+                t.torch = event
                 for peak in (event.max_allocated_mib, event.allocated_mib):
-                    if peak is not None and (self.torch_peak is None or peak > self.torch_peak):
-                        self.torch_peak = peak
-                return True
+                    if peak is not None and (t.peak is None or peak > t.peak):
+                        t.peak = peak
+                return key == self.cell
             case ev.HostSample():
-                self.host = event
+                r = self._lane(event.cell)
+                r.host = event
                 if event.rss_mib is not None:
-                    self.host_history.append(event.rss_mib)
-                return True
+                    r.host_history.append(event.rss_mib)
+                return self._shows(event.cell)
         return False
+
+    # --- the shown cell's readings --------------------------------------------------------
+
+    @property
+    def _shown(self) -> _LaneReadings:
+        return self._lane(self.cell)
+
+    @property
+    def gpu(self) -> ev.GpuSample | None:
+        return self._shown.gpu
+
+    @property
+    def gpu_ok_seen(self) -> bool:
+        return self._shown.gpu_ok_seen
+
+    @property
+    def gpu_reason(self) -> str:
+        return self._shown.gpu_reason
+
+    @property
+    def host(self) -> ev.HostSample | None:
+        return self._shown.host
+
+    @property
+    def gpu_history(self) -> deque[float]:
+        return self._shown.gpu_history
+
+    @property
+    def host_history(self) -> deque[float]:
+        return self._shown.host_history
+
+    @property
+    def torch(self) -> ev.TorchMemory | None:
+        t = self._torch.get(self.cell)
+        return t.torch if t is not None else None
+
+    @property
+    def torch_peak(self) -> float | None:
+        t = self._torch.get(self.cell)
+        return t.peak if t is not None else None
 
     # --- what the panel shows ------------------------------------------------------------
 

@@ -9,6 +9,7 @@ and the breakdown side by side. Any panel can be zoomed to the whole area.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -287,15 +288,24 @@ class LiveScreen(Screen[None]):
             self.notify("stopping the matrix…", timeout=3)
             self.run_worker(self.controller.stop, thread=True)  # a kill may take a moment
 
+    def _followed_cell(self) -> int | None:
+        """The cell the header, the chart and the memory panel show: with lanes, the one the
+        keys act on (the runner's own choice, None, only before any cell has started)."""
+        cur = self.dashboard.header.current
+        return cur.index if cur is not None else None
+
     def action_skip(self) -> None:
         if self.controller is not None:
-            self.notify("skipping this cell", timeout=3)
-            self.run_worker(self.controller.skip_cell, thread=True)
+            cell = self._followed_cell()
+            self.notify("skipping this cell" if cell is None else f"skipping cell {cell + 1}", timeout=3)
+            self.run_worker(functools.partial(self.controller.skip_cell, cell), thread=True)
 
     def action_rerun(self) -> None:
         if self.controller is not None:
-            self.controller.rerun_cell()
-            self.notify("this cell will run again at the end", timeout=3)
+            cell = self._followed_cell()
+            self.controller.rerun_cell(cell)
+            which = "this cell" if cell is None else f"cell {cell + 1}"
+            self.notify(f"{which} will run again at the end", timeout=3)
 
     def action_jump_end(self) -> None:
         if self.controller is not None:
