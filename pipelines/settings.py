@@ -297,6 +297,10 @@ RAY_SPECIAL = ("auto", "local")
 LANE_CPUS_ENV = "SDTOP_LANE_CPUS"
 #: The CPU threads a Ray slot holds (its task's ``num_cpus``): auto threads use that many.
 THREADS_ENV = "SDTOP_THREADS"
+#: Set by a launcher whose cell processes must die with the process that started them (a
+#: Ray worker running the cell's task): that parent's pid (see the worker's
+#: ``die_with_parent_if_asked``).
+DIE_WITH_PARENT_ENV = "SDTOP_DIE_WITH_PARENT"
 _ACCELERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -314,7 +318,7 @@ class Placement:
     lanes: int = 1
     gpus: tuple[int, ...] = ()
     all_gpus: bool = False
-    # "" = this machine; "local", "auto" or a cluster address (host:port, ray://host:port).
+    # "" = this machine; "local", "auto" or a cluster address (host:port).
     ray: str = ""
     accelerators: tuple[str, ...] = ()
     # How often a cell whose Ray node was lost runs again elsewhere.
@@ -407,13 +411,9 @@ def parse_placement(
         if not ray_text:
             raise BadInput("--retries runs a cell again when its Ray node is lost; give --ray too")
     if ray is not None and not ray_text:
-        raise BadInput(
-            f"--ray takes a cluster address (host:port, ray://host:port) or one of: {', '.join(RAY_SPECIAL)}"
-        )
+        raise BadInput(f"--ray takes a cluster address (host:port) or one of: {', '.join(RAY_SPECIAL)}")
     if ray_text and ray_text not in RAY_SPECIAL and (any(c.isspace() for c in ray_text) or ray_text.startswith("-")):
-        raise BadInput(
-            f"--ray {ray_text!r} is not a cluster address; valid: host:port, ray://host:port, {', '.join(RAY_SPECIAL)}"
-        )
+        raise BadInput(f"--ray {ray_text!r} is not a cluster address; valid: host:port, {', '.join(RAY_SPECIAL)}")
     return Placement(
         lanes=n_lanes, gpus=gpu_ids, all_gpus=all_gpus, ray=ray_text, accelerators=accels, retries=n_retries
     )

@@ -418,3 +418,19 @@ def test_rows_and_summary_say_where_each_cell_ran() -> None:
     (row,) = rows(plain)
     assert row.lane is None and row.attempt == 1
     assert "Ran on" not in to_markdown([row])
+
+
+def test_more_ray_lanes_than_the_cluster_holds_are_refused() -> None:
+    from sdtop.profiler.host.lanes import Host
+
+    class Cluster(_LaneLauncher):
+        def capacity(self, device: str) -> int:
+            return 2 if device == "cpu" else 0
+
+    host = Host(Placement(ray="auto", lanes=3), {}, [Cluster({})])
+    with pytest.raises(
+        BadInput,
+        match=r"--lanes 3: the Ray cluster holds at most 2 CPU cell\(s\) at once \(one per CPU\); valid: 1\.\.2",
+    ):
+        host.check_cells(_cells(2))
+    Host(Placement(ray="auto", lanes=2), {}, [Cluster({})]).check_cells(_cells(2))

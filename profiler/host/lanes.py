@@ -116,16 +116,26 @@ class Host:
     sample_ms: float = 0.0
 
     def check_cells(self, cells: Sequence[CellSpec]) -> None:
-        """Refuse what these lanes cannot run: a CPU cell on card lanes."""
+        """Refuse what these lanes cannot run: a CPU cell on card lanes; more lanes than a Ray
+        cluster can hold cells at once."""
         if self.placement.wants_gpus:
             cpu = [i for i, c in enumerate(cells) if c.device != "cuda"]
             if cpu:
                 raise BadInput("--gpus runs cells on CUDA cards; this matrix has CPU cells (drop --device cpu)")
+        if self.placement.ray and self.placement.lanes > 1:
+            device = _device_of(cells)
+            most = int(self.launchers[0].capacity(device))  # type: ignore[attr-defined]
+            if self.placement.lanes > most:
+                what = "GPU" if device == "cuda" else "CPU"
+                raise BadInput(
+                    f"--lanes {self.placement.lanes}: the Ray cluster holds at most {most} {device.upper()} cell(s) "
+                    f"at once (one per {what}); valid: 1..{max(1, most)}"
+                )
 
     def lanes(self, cells: Sequence[CellSpec]) -> list[Lane]:
         if self.placement.ray:
             launcher = self.launchers[0]
-            device = "cuda" if any(c.device == "cuda" for c in cells) else "cpu"
+            device = _device_of(cells)
             n = self.placement.lanes
             if n <= 1:
                 n = max(1, int(launcher.slots(device)))  # type: ignore[attr-defined]
@@ -142,6 +152,11 @@ class Host:
     def close(self) -> None:
         for lau in {id(x): x for x in self.launchers}.values():
             lau.close()
+
+
+def _device_of(cells: Sequence[CellSpec]) -> str:
+    """What a Ray slot must hold: a GPU if any cell is a CUDA cell."""
+    return "cuda" if any(c.device == "cuda" for c in cells) else "cpu"
 
 
 def _sampler(sample_ms: float, nvml: Nvml | None) -> Sampler | None:
@@ -163,7 +178,7 @@ def start_host(
     if placement.ray:
         from .ray_launcher import RayLauncher  # imports ray: only where --ray is asked for
 
-        ray_launcher = RayLauncher(placement.ray, accelerators=placement.accelerators)
+        ray_launcher = RayLauncher(placement.ray, accelerators=placement.accelerators, sample_ms=sample_ms)
         try:
             hello = ray_launcher.hello()
         except (BadInput, LaunchError):

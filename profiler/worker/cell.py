@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ... import __version__
-from ...pipelines.settings import LANE_CPUS_ENV, THREADS_ENV, CellSpec, resolve_threads
+from ...pipelines.settings import DIE_WITH_PARENT_ENV, LANE_CPUS_ENV, THREADS_ENV, CellSpec, resolve_threads
 from ..contract import faults, status
 from ..contract.events import (
     CALL_PHASES,
@@ -714,29 +714,44 @@ def run_request(request: dict[str, Any], emit: Emit, *, launcher: str, startup_s
     return CellRun(int(request["cell"]), spec, emit).run(launcher=launcher, startup_s=startup_s)
 
 
-#: Set by a launcher whose cell processes must die with the process that started them (a Ray
-#: worker running the cell's task, :mod:`profiler.host.ray_node`): "1", or better that
-#: parent's pid, which also catches a parent that died before the request was made.
-DIE_WITH_PARENT_ENV = "SDTOP_DIE_WITH_PARENT"
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (an SSH drop, a killed UI, a
+    lost Ray worker): no orphan keeps a GPU busy. Best effort elsewhere. PDEATHSIG fires
+    when the parent *thread* that started this process exits."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def die_with_parent_if_asked() -> None:
-    """Ask Linux to kill this process when its parent dies, where the parent asked for it.
-
-    Before torch is imported: a parent killed during the import must not leave an orphan
-    that goes on to hold a GPU. PDEATHSIG fires when the parent *thread* that started this
-    process exits (a Ray task runs on its worker's main thread), and not at all if the
-    parent is already gone, hence the check of ``getppid`` after asking."""
+    """:func:`die_with_parent` where the launcher asked for it (``DIE_WITH_PARENT_ENV``: a Ray
+    worker running the cell's task, :mod:`profiler.host.ray_node`), before torch is imported:
+    a parent killed during the import must not leave an orphan that goes on to hold a GPU.
+    PDEATHSIG does nothing if the parent is already gone, hence the check of ``getppid``
+    against the parent's pid (the variable's value) after asking."""
     text = os.environ.get(DIE_WITH_PARENT_ENV, "").strip()
-    if not text or text == "0":
+    if not text or text == "0" or not sys.platform.startswith("linux"):
         return
-    from .forkserver import die_with_parent
-
     die_with_parent()
     parent = int(text) if text.isdigit() and int(text) > 1 else None
     ppid = os.getppid()
     if ppid == 1 or (parent is not None and ppid != parent):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def exit_now(code: int) -> None:
+    """Leave without the interpreter's teardown: with torch and diffusers loaded it takes
+    seconds on a small box (~2 s here), which a fork server's parent waits for at every
+    session's end (a stop must reach every lane within 2 s) and a subprocess or Ray cell
+    pays per cell. Nothing needs it: children are reaped, every event was written
+    unbuffered, outputs and traces are closed files."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def main() -> int:
@@ -762,4 +777,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

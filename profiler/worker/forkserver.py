@@ -21,8 +21,6 @@ Protocol (the parent is :class:`profiler.host.launcher.ForkServerLauncher`):
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -30,20 +28,18 @@ import sys
 import time
 
 from ..contract.events import Environment, Log, WorkerExited
-from .cell import FdEmitter, claim_stdout, cuda_facts, enter_lane, quiet_libraries, run_request, versions
+from .cell import (
+    FdEmitter,
+    claim_stdout,
+    cuda_facts,
+    die_with_parent,
+    enter_lane,
+    exit_now,
+    quiet_libraries,
+    run_request,
+    versions,
+)
 from .cuda_probe import ask_in_child, fork_safety, read_maps
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (an SSH drop, a killed UI):
-    no orphan keeps a GPU busy. Best effort elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def preload() -> None:
@@ -151,17 +147,6 @@ def main() -> int:
         # A leading newline ends any line a killed child left half-written.
         os.write(events_fd, b"\n")
         emit(WorkerExited(cell=cell, pid=pid, returncode=rc, signal=sig))
-
-
-def exit_now(code: int) -> None:
-    """Leave without the interpreter's teardown: with torch and diffusers loaded it takes
-    seconds on a small box (measured: ~2 s here), the parent waits for it at every session's
-    end, and a stop must reach every lane within 2 s. The server owns nothing that needs
-    it: its children are reaped and every event was written unbuffered."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":
