@@ -494,7 +494,7 @@ class RayLauncher:
         """The session's Environment: the first node's facts (its versions are every cell's
         unless the nodes differ: ``nodes`` lists each), CUDA as the cluster can schedule it."""
         first = facts[0]
-        keep = ("python", "torch", "diffusers", "transformers", "cuda", "hostname", "platform", "sdtop")
+        keep = ("python", "torch", "diffusers", "transformers", "cuda", "hostname", "platform", "sdtop", "driver")
         hello: dict[str, Any] = {k: first[k] for k in keep if k in first}
         cuda_nodes = [f for f in facts if f.get("cuda_available") and int(f.get("num_gpus") or 0) > 0]
         hello["cuda_available"] = bool(cuda_nodes)

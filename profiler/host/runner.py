@@ -700,7 +700,8 @@ def _parent_env(hello: dict[str, Any], nvml: Nvml | None = None) -> dict[str, An
     ``driver`` is NVML's (``nvmlSystemGetDriverVersion``): torch has no driver-version API,
     and NVML answers in the parent without a CUDA context. Where NVML cannot answer (no
     driver, no nvidia-ml-py) ``driver`` is "" and ``driver_na`` says why. ``nvml`` injects
-    a stand-in (tests); the default one is initialised for this question and released."""
+    a stand-in (tests); the default one is initialised for this question and released. On a
+    Ray cluster the hello names the (first) node's driver, and each node's is in ``nodes``."""
     env = dict(hello)
     env.update(
         sdtop=__version__,
@@ -709,6 +710,8 @@ def _parent_env(hello: dict[str, Any], nvml: Nvml | None = None) -> dict[str, An
         parent_pid=os.getpid(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    if "driver" in hello:  # a Ray cluster's hello: its node's driver, not this machine's
+        return env
     own = nvml is None
     probe = Nvml() if nvml is None else nvml
     try:
