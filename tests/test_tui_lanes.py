@@ -36,7 +36,7 @@ from textual.pilot import Pilot
 from sdtop import tui
 from tests.fixtures import make_sessions
 from tests.helpers_events import T0, cell_events
-from tests.tui_support import SESSIONS, FakePrepare, until
+from tests.tui_support import SESSIONS, FakePrepare, replayed, until
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 SnapCompare = Callable[..., bool]
@@ -380,17 +380,10 @@ async def test_skip_and_rerun_pass_the_followed_cell(tmp_path: Path) -> None:
 # --- snapshots --------------------------------------------------------------------------------
 
 
-async def _replayed(pilot: Pilot[Any]) -> None:
-    app = pilot.app
-    assert isinstance(app, SdtopApp)
-    await until(pilot, lambda: app.live is not None and app.live.ended is not None)
-    await pilot.pause()
-
-
 @pytest.mark.parametrize("size", SIZES)
 def test_lanes_replay_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     """The stopped session replayed: a line per lane, each cell's end, the followed cell's chart."""
-    assert snap_compare(SdtopApp(replay=SESSIONS / "lanes"), terminal_size=size, run_before=_replayed)
+    assert snap_compare(SdtopApp(replay=SESSIONS / "lanes"), terminal_size=size, run_before=replayed)
 
 
 @pytest.mark.parametrize("size", SIZES)

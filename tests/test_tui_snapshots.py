@@ -31,7 +31,7 @@ from textual.widget import Widget
 from textual.widgets import Input
 
 from sdtop import tui
-from tests.tui_support import FakePrepare, until
+from tests.tui_support import FakePrepare, replayed, until
 
 SESSIONS = Path(__file__).parent / "fixtures" / "sessions"
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
@@ -98,16 +98,9 @@ def test_latency_mid_call(snap_compare: SnapCompare) -> None:
 # --- screens ---------------------------------------------------------------------------------
 
 
-async def _replayed(pilot: Pilot[Any]) -> None:
-    app = pilot.app
-    assert isinstance(app, SdtopApp)
-    await until(pilot, lambda: app.live is not None and app.live.ended is not None)
-    await pilot.pause()
-
-
 @pytest.mark.parametrize("size", SIZES)
 def test_live_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
-    assert snap_compare(SdtopApp(replay=SESSIONS / "clean"), terminal_size=size, run_before=_replayed)
+    assert snap_compare(SdtopApp(replay=SESSIONS / "clean"), terminal_size=size, run_before=replayed)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +114,7 @@ def test_live_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
 )
 def test_live_screen_sessions(snap_compare: SnapCompare, session: str, keys: tuple[str, ...]) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
-        await _replayed(pilot)
+        await replayed(pilot)
         await pilot.press(*keys)
         await pilot.pause()
 
@@ -141,7 +134,7 @@ def test_live_screen_sessions(snap_compare: SnapCompare, session: str, keys: tup
 )
 def test_live_screen_profiled(snap_compare: SnapCompare, keys: tuple[str, ...], size: tuple[int, int]) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
-        await _replayed(pilot)
+        await replayed(pilot)
         await pilot.press(*keys)
         await pilot.pause()
 
@@ -150,7 +143,7 @@ def test_live_screen_profiled(snap_compare: SnapCompare, keys: tuple[str, ...], 
 
 def test_live_screen_zoomed_chart(snap_compare: SnapCompare) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
-        await _replayed(pilot)
+        await replayed(pilot)
         await pilot.press("1", "z")
         await pilot.pause()
 
@@ -219,7 +212,7 @@ def test_setup_screen_rejects_a_value(snap_compare: SnapCompare) -> None:
 
 def test_help_screen(snap_compare: SnapCompare) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
-        await _replayed(pilot)
+        await replayed(pilot)
         await pilot.press("question_mark")
         await pilot.pause()
 
@@ -248,7 +241,7 @@ def test_live_screen_against(
     monkeypatch.chdir(ROOT)
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        await _replayed(pilot)
+        await replayed(pilot)
         await pilot.press(*keys)
         await pilot.pause()
 
@@ -260,7 +253,7 @@ def test_against_modal_rejects_a_directory(snap_compare: SnapCompare) -> None:
     """``b``, a path that is not a session: the one-line reason in the modal, which stays."""
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        await _replayed(pilot)
+        await replayed(pilot)
         await pilot.press("b")
         app = pilot.app
         await until(pilot, lambda: isinstance(app.screen, AgainstScreen))
@@ -278,7 +271,7 @@ def test_live_screen_profiled_against(snap_compare: SnapCompare, monkeypatch: py
     monkeypatch.chdir(ROOT)
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        await _replayed(pilot)
+        await replayed(pilot)
         await pilot.press("5")
         await pilot.pause()
 

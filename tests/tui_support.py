@@ -26,6 +26,16 @@ async def until(pilot: Pilot[Any], condition: Callable[[], object], timeout: flo
             raise AssertionError("condition not met in time")
 
 
+async def replayed(pilot: Pilot[Any]) -> None:
+    """Wait until the app's replay has ended (every event shown), then one more frame."""
+    from sdtop.tui.app import SdtopApp
+
+    app = pilot.app
+    assert isinstance(app, SdtopApp)
+    await until(pilot, lambda: app.live is not None and app.live.ended is not None)
+    await pilot.pause()
+
+
 class FakeSession:
     def __init__(self, path: Path) -> None:
         self.dir = path

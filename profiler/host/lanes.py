@@ -26,7 +26,7 @@ from typing import Any
 
 from ...pipelines.settings import LANE_CPUS_ENV, BadInput, CellSpec, Placement, cpu_ranges, lane_cpus
 from .launcher import Launcher, LaunchError, WorkerHandle, make_launcher
-from .nvml import Nvml
+from .nvml import Nvml, borrowed
 from .sampler import Sampler
 
 
@@ -78,13 +78,8 @@ def gpu_lanes(
                     f"valid: {', '.join(map(str, range(len(entries))))} or all"
                 )
         return [(g, {"CUDA_VISIBLE_DEVICES": entries[g]}) for g in wanted]
-    own = nvml is None
-    probe = Nvml() if nvml is None else nvml
-    try:
+    with borrowed(nvml) as probe:
         devices, why = probe.devices()
-    finally:
-        if own:
-            probe.shutdown()
     count = len(devices) if not why else None
     if placement.all_gpus:
         if not count:

@@ -47,7 +47,7 @@ import importlib
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +166,19 @@ class GpuReading:
 
 def _import_pynvml() -> Any:
     return importlib.import_module("pynvml")
+
+
+@contextlib.contextmanager
+def borrowed(nvml: Nvml | None) -> Iterator[Nvml]:
+    """``nvml`` as given (a sampler's, a test's stand-in), or one initialised for the
+    questions inside the ``with`` and released after them: NVML's lifetime stays with
+    whoever made it."""
+    probe = Nvml() if nvml is None else nvml
+    try:
+        yield probe
+    finally:
+        if nvml is None:
+            probe.shutdown()
 
 
 def pid_exists(pid: int) -> bool:

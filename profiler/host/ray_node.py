@@ -43,7 +43,7 @@ from typing import Any
 from ...pipelines.settings import DIE_WITH_PARENT_ENV, THREADS_ENV
 from ..contract.events import Environment, Log, WorkerStarted, decode, encode
 from .launcher import LineReader, _exited, _worker_env, module_argv
-from .nvml import Nvml
+from .nvml import borrowed
 from .sampler import DEFAULT_SAMPLE_MS, Sampler
 
 #: One stream item: event lines (each one JSON event, no newline), the worker's stderr
@@ -102,12 +102,9 @@ def node_facts(timeout: float = 240.0, python: str | None = None) -> dict[str, A
     where sdtop's worker cannot import answers with ``error`` (one line), and the driver
     names the node."""
     facts = where()
-    nvml = Nvml()
-    try:
+    with borrowed(None) as nvml:
         driver, why = nvml.driver_version()
         devices, _ = nvml.devices()
-    finally:
-        nvml.shutdown()
     facts["driver"] = driver
     if why:
         facts["driver_na"] = why

@@ -47,7 +47,7 @@ from ..contract.events import (
 from .fidelity import Judge
 from .lanes import Host, Lane, start_host
 from .launcher import Launcher, LaunchError
-from .nvml import Nvml
+from .nvml import Nvml, borrowed
 from .sampler import DEFAULT_SAMPLE_MS, Sampler
 from .session import Session, SessionError
 
@@ -710,15 +710,10 @@ def _parent_env(hello: dict[str, Any], nvml: Nvml | None = None) -> dict[str, An
         parent_pid=os.getpid(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    if "driver" in hello:  # a Ray cluster's hello: its node's driver, not this machine's
+    if hello.get("launcher") == "ray" and "driver" in hello:  # its node's driver, not this machine's
         return env
-    own = nvml is None
-    probe = Nvml() if nvml is None else nvml
-    try:
+    with borrowed(nvml) as probe:
         driver, why = probe.driver_version()
-    finally:
-        if own:
-            probe.shutdown()
     env["driver"] = driver
     if why:
         env["driver_na"] = why
