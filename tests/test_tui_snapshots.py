@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sdtop.pipelines.settings import MatrixSpec
+from sdtop.pipelines.settings import MatrixSpec, Placement
 from sdtop.profiler.contract import events as ev
 from sdtop.profiler.host.session import read_events
 from sdtop.tui.app import SdtopApp
@@ -194,6 +194,23 @@ def test_setup_screen(snap_compare: SnapCompare, tab: str, size: tuple[int, int]
         await _steady_cursors(pilot)
 
     assert snap_compare(SdtopApp(has_gpu=False), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_setup_screen_where_on_ray(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """The Run tab on a CUDA host over the CLI's ``--ray auto --lanes 2 --accelerator H100``:
+    the GPU way available, Ray chosen with its four fields enabled (gpus greyed), the line
+    under them and the count saying where the cells go."""
+    placement = Placement(ray="auto", lanes=2, accelerators=("H100",))
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        pilot.app.animation_level = "none"
+        await pilot.press("ctrl+p")  # Run, the last tab
+        await pilot.pause()
+        await _steady_cursors(pilot)
+
+    app = SdtopApp(has_gpu=True, placement=placement)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
 def test_setup_screen_rejects_a_value(snap_compare: SnapCompare) -> None:

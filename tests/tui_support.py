@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sdtop.pipelines.settings import MatrixSpec
+from sdtop.pipelines.settings import MatrixSpec, Placement
 from sdtop.profiler.contract import events as ev
 from sdtop.profiler.host.session import read_events
 from textual.pilot import Pilot
@@ -90,6 +90,8 @@ class FakePrepare:
         self.block = block
         self.error = error
         self.calls: list[dict[str, Any]] = []
+        #: each call's placement (None: the app passed none), apart so ``calls`` reads as before
+        self.placements: list[Placement | None] = []
         self.runners: list[FakeRunner] = []
 
     def __call__(
@@ -100,8 +102,10 @@ class FakePrepare:
         force: bool = False,
         argv: list[str] | None = None,
         on_event: Callable[[ev.Event], None] | None = None,
+        placement: Placement | None = None,
     ) -> FakeRunner:
         self.calls.append({"matrix": matrix, "out": out, "force": force, "argv": argv})
+        self.placements.append(placement)
         if self.error is not None:
             raise self.error
         assert on_event is not None

@@ -9,6 +9,8 @@ Construct it in tests with injected parts and drive it with ``app.run_test()``:
 - ``clock``: the time source for elapsed/ETA while a live run is going (everything else is
   computed from event timestamps);
 - ``has_gpu``: the setup screen's default matrix without probing the host;
+- ``placement``: where the cells run (``--lanes``, ``--gpus``, ``--ray``; None: not given,
+  one lane), handed to ``prepare`` with each run and shown on the setup screen;
 - ``against``: a second session directory, shown beside the current one in the summary
   (``sdtop replay A --against B``; ``b`` on the live screen loads one later).
 
@@ -19,7 +21,6 @@ starts, and it is the parent half.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import signal
 import sys
@@ -82,9 +83,12 @@ class SdtopApp(App[int]):
         hz: float = DEFAULT_HZ,
         replay_factor: float = 1.0,
         against: Path | None = None,
+        placement: Placement | None = None,
     ) -> None:
         super().__init__()
         self.matrix = matrix
+        #: where the runs of this app go: the CLI's, then what the setup screen last started
+        self.placement = placement
         self.out = out
         self.force = force
         self.replay = replay
@@ -112,7 +116,7 @@ class SdtopApp(App[int]):
         if self.replay is not None:
             await self._start(self._replay_builder(self.replay), mode="replay")
         elif self.matrix is not None:
-            await self._start(self._live_builder(self.matrix), mode="live")
+            await self._start(self._live_builder(self.matrix, self.placement), mode="live")
         else:
             has_gpu = self.has_gpu
             if has_gpu is None:
@@ -121,7 +125,8 @@ class SdtopApp(App[int]):
                 has_gpu = has_nvidia_gpu()
             from .screens.setup import SetupScreen
 
-            await self.push_screen(SetupScreen(default_matrix(has_gpu), cuda_available=has_gpu))
+            setup = SetupScreen(default_matrix(has_gpu), cuda_available=has_gpu, placement=self.placement)
+            await self.push_screen(setup)
 
     async def _load_against(self, path: Path) -> bool:
         """Read the ``--against`` session before the first screen; a path that is not a
@@ -142,16 +147,20 @@ class SdtopApp(App[int]):
     def _remember_against(self, data: SessionData) -> None:
         self.against_data = data
 
-    def _live_builder(self, matrix: MatrixSpec) -> Callable[[OnEvent], RunnerLike]:
+    def _live_builder(self, matrix: MatrixSpec, placement: Placement | None) -> Callable[[OnEvent], RunnerLike]:
         """The first run goes where the command line said (``--out``, ``--force``); later
         runs of the same app (``s`` again, a new matrix from setup) get a new default
-        directory, so a finished session is never overwritten by a second one."""
+        directory, so a finished session is never overwritten by a second one.
+
+        ``placement`` goes to ``prepare`` with the run it is for (each run may be placed
+        differently; None: one lane).
+        """
         first = self.runs == 0
         self.runs += 1
         out, force = (self.out, self.force) if first else (None, False)
 
         def build(on_event: OnEvent) -> RunnerLike:
-            return self.prepare(matrix, out, force=force, argv=self.argv, on_event=on_event)
+            return self.prepare(matrix, out, force=force, argv=self.argv, on_event=on_event, placement=placement)
 
         return build
 
@@ -210,12 +219,14 @@ class SdtopApp(App[int]):
         """The run could not start (bad value, session exists, no worker host).
 
         Straight from the command line: exit 2 with the message, like ``sdtop run``.
-        Otherwise back to the setup screen, which shows it, so the user can try again.
+        Otherwise back to the setup screen, which shows it, so the user can try again, with
+        the matrix and the placement as they were (``--lanes 64`` refused by this host's
+        cores is fixed on the form, not chosen again from scratch).
         """
         if (self.from_setup or self.runs > 1) and self.matrix is not None:
             from .screens.setup import SetupScreen
 
-            setup = SetupScreen(self.matrix, cuda_available=bool(self.has_gpu))
+            setup = SetupScreen(self.matrix, cuda_available=bool(self.has_gpu), placement=self.placement)
             await self.switch_screen(setup)
             setup.show_error(error)
         else:
@@ -227,23 +238,29 @@ class SdtopApp(App[int]):
     @on(StartRequested)
     async def _start_requested(self, message: StartRequested) -> None:
         self.matrix = message.matrix
+        self.placement = message.placement
         self.from_setup = True
         while len(self.screen_stack) > 2:  # a setup opened over a finished live screen
             self.pop_screen()
-        await self._start(self._live_builder(message.matrix), mode="live")
+        await self._start(self._live_builder(message.matrix, message.placement), mode="live")
 
     def restart(self) -> None:
-        """``s`` after a run ended: the same matrix in a new session."""
+        """``s`` after a run ended: the same matrix, placed the same way, in a new session."""
         if self.matrix is not None and not (self.controller is not None and self.controller.running):
-            self.run_worker(self._start(self._live_builder(self.matrix), mode="live"))
+            self.run_worker(self._start(self._live_builder(self.matrix, self.placement), mode="live"))
 
     def open_setup(self) -> None:
         """``n`` on the live screen: a new run when nothing runs, else the matrix read-only."""
         read_only = self.replay is not None or (self.controller is not None and self.controller.running)
         matrix = self.matrix or self._recorded_matrix() or default_matrix(bool(self.has_gpu))
+        # a replay's form shows where its cells ran, as it shows their matrix
+        placement = self.placement if self.matrix is not None else self._recorded_placement()
         from .screens.setup import SetupScreen
 
-        self.push_screen(SetupScreen(matrix, read_only=read_only, can_go_back=True, cuda_available=bool(self.has_gpu)))
+        setup = SetupScreen(
+            matrix, read_only=read_only, can_go_back=True, cuda_available=bool(self.has_gpu), placement=placement
+        )
+        self.push_screen(setup)
 
     def _recorded_matrix(self) -> MatrixSpec | None:
         if self.live is None:
@@ -254,6 +271,16 @@ class SdtopApp(App[int]):
         try:
             return MatrixSpec.from_dict(started.matrix)
         except (TypeError, BadInput):  # another version's matrix, or values this one refuses
+            return None
+
+    def _recorded_placement(self) -> Placement | None:
+        """Where the shown session's cells ran, as its SessionStarted says ({}: one lane)."""
+        started = self.live.dashboard.first(SessionStarted) if self.live is not None else None
+        if started is None or not started.placement:
+            return None
+        try:
+            return Placement.from_dict(started.placement)
+        except (TypeError, ValueError):  # another version's placement
             return None
 
     def action_help(self) -> None:
@@ -313,7 +340,6 @@ def run_app(
     leave a finalized session. A run that cannot start prints its one-line reason and
     returns 2, like the CLI.
     """
-    prepare = functools.partial(real_prepare, placement=placement) if placement is not None else None
     app = SdtopApp(
         matrix=matrix,
         out=out,
@@ -322,7 +348,7 @@ def run_app(
         replay_speed=replay_speed,
         argv=argv,
         against=against,
-        prepare=prepare,
+        placement=placement,
     )
     returned = threading.Event()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from ..pipelines.settings import MatrixSpec
+from ..pipelines.settings import MatrixSpec, Placement
 from .reader import Batch
 
 
@@ -17,8 +17,14 @@ class EventsArrived(Message):
 
 
 class StartRequested(Message):
-    """The setup screen validated a matrix and the user asked to run it."""
+    """The setup screen validated a matrix and where to run it, and the user asked to run it.
 
-    def __init__(self, matrix: MatrixSpec) -> None:
+    The placement travels beside the matrix, not in it: the same cells run wherever they
+    run, and the app keeps it for ``s`` (the same run again) and for a failed start's
+    return to the form.
+    """
+
+    def __init__(self, matrix: MatrixSpec, placement: Placement) -> None:
         super().__init__()
         self.matrix = matrix
+        self.placement = placement

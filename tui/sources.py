@@ -50,6 +50,7 @@ class Prepare(Protocol):
         force: bool = ...,
         argv: list[str] | None = ...,
         on_event: OnEvent | None = ...,
+        placement: Placement | None = ...,
     ) -> RunnerLike: ...
 
 
@@ -63,7 +64,7 @@ def real_prepare(
     placement: Placement | None = None,
 ) -> RunnerLike:
     """The real runner, imported only when a run starts (the first frame does not wait).
-    ``placement``: where the cells run (``--lanes``, ``--gpus``, ``--ray``), bound by run_app."""
+    ``placement``: where the cells run (``--lanes``, ``--gpus``, ``--ray``), the app's for this run."""
     from ..profiler.host.runner import prepare
     from ..profiler.report.render import finalize
 

@@ -265,7 +265,9 @@ async def drive(args: argparse.Namespace, size: tuple[int, int], headless: bool)
     spec = CellSpec(pipeline="sd-txt2img", steps=args.steps, iterations=1_000_000, warmup=0)
     runners: list[Runner] = []
 
-    def prepare(matrix: Any, out: Any, *, force: bool = False, argv: Any = None, on_event: Any = None) -> Runner:
+    def prepare(
+        matrix: Any, out: Any, *, force: bool = False, argv: Any = None, on_event: Any = None, placement: Any = None
+    ) -> Runner:
         runner = Runner(Session.create(work / "session", force=True), [spec], launcher, on_event=on_event, sample_ms=0)
         runners.append(runner)
         return runner

@@ -4,6 +4,10 @@ with the CLI's own parsers, so a bad value gets exactly the message ``sdtop run`
 Choices are lists in the order chosen (a matrix's axis order is its cells' order, so the
 form keeps it); numbers and free text stay text until :meth:`SetupForm.to_matrix`, so a
 half-typed value is shown as typed and refused with the CLI's words, never coerced.
+
+Where the cells run is not part of the matrix (the same cells, measured the same way,
+whoever runs them): it is a form of its own, :class:`WhereForm`, turned into a
+:class:`Placement` by the CLI's :func:`settings.parse_placement`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...pipelines import settings
-from ...pipelines.settings import MatrixSpec
+from ...pipelines.settings import MatrixSpec, Placement
 
 
 def default_matrix(has_gpu: bool) -> MatrixSpec:
@@ -196,6 +200,136 @@ OPTION_FIELDS = {
 _OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 
 
+#: Where the cells run: one of these ways, each a ``sdtop run`` spelling.
+ONE, LANES, GPUS, RAY = "one", "lanes", "gpus", "ray"
+WAYS = (ONE, LANES, GPUS, RAY)
+#: Why the GPU way cannot be picked on a host without CUDA (shown beside it).
+NO_CUDA = "no CUDA on this host"
+#: The typed fields each way sends (the rest are kept as typed, and not sent): lanes is
+#: CPU workers on its own and cells in flight with Ray, as ``--lanes`` is on the CLI.
+WAY_FIELDS: dict[str, tuple[str, ...]] = {
+    ONE: (),
+    LANES: ("lanes",),
+    GPUS: ("gpus",),
+    RAY: ("ray", "lanes", "accelerators", "retries"),
+}
+
+
+def where_choices(cuda_available: bool) -> list[tuple[str, str, str]]:
+    """(label, way, why it cannot be picked here, or "") for each way, in order.
+
+    ``--gpus`` runs one lane per CUDA card of this machine; with none (this host's guess,
+    the one the cell count uses) the choice is shown, greyed, with the reason, so the user
+    learns it exists and why it is off rather than wondering where it went.
+    """
+    gpus = ("GPUs", GPUS, "") if cuda_available else ("GPUs: no CUDA", GPUS, NO_CUDA)
+    return [("one lane", ONE, ""), ("lanes (CPU)", LANES, ""), gpus, ("Ray cluster", RAY, "")]
+
+
+@dataclass
+class WhereForm:
+    """Where the cells run, as the widgets hold it: the way chosen and ``sdtop run``'s texts.
+
+    Every field keeps what was typed whichever way is chosen, so switching ways and back
+    loses nothing; only the chosen way's fields (:data:`WAY_FIELDS`) are sent to
+    :func:`settings.parse_placement`, so a value for another way is never an error.
+    """
+
+    way: str  # WAYS
+    lanes: str  # --lanes: CPU workers; with Ray, cells in flight
+    gpus: str  # --gpus: "all" or card indices "0,1"
+    ray: str  # --ray: host:port, auto or local
+    accelerators: str  # --accelerator: blank = any node
+    retries: str  # --retries
+
+    @classmethod
+    def from_placement(cls, p: Placement | None) -> WhereForm:
+        """The form for a placement (None: not given, one lane), with the other ways'
+        fields at values that work as they are (all cards, the cluster ``auto`` finds)."""
+        p = p or Placement()
+        if p.ray:
+            way = RAY
+        elif p.wants_gpus:
+            way = GPUS
+        else:
+            way = LANES if p.lanes > 1 else ONE
+        return cls(
+            way=way,
+            lanes=str(p.lanes),
+            gpus="all" if p.all_gpus or not p.gpus else ",".join(map(str, p.gpus)),
+            ray=p.ray or "auto",
+            accelerators=",".join(p.accelerators),
+            retries=str(p.retries),
+        )
+
+    def option_texts(self) -> dict[str, str | None]:
+        """:func:`settings.parse_placement`'s keywords: the chosen way's texts, None for the
+        options it does not give (a blank accelerator or retries is not given either: any
+        node, the default retries)."""
+        sent = WAY_FIELDS.get(self.way, ())
+
+        def given(field: str, text: str, *, blank_is_none: bool = False) -> str | None:
+            if field not in sent or (blank_is_none and not text.strip()):
+                return None
+            return text
+
+        return {
+            "lanes": given("lanes", self.lanes, blank_is_none=self.way == RAY),
+            "gpus": given("gpus", self.gpus),
+            "ray": given("ray", self.ray),
+            "accelerator": given("accelerators", self.accelerators, blank_is_none=True),
+            "retries": given("retries", self.retries, blank_is_none=True),
+        }
+
+    def to_placement(self, device: str = "") -> Placement:
+        """The placement, or :class:`settings.BadInput` with the CLI's line for these texts.
+
+        ``device`` is the What tab's (blank: auto): ``--gpus`` and ``--accelerator`` refuse
+        ``--device cpu`` as the CLI does. A blank lane count on the lanes way is refused
+        here: the CLI has no "--lanes" without a number, and blank silently meaning one
+        lane would run sequentially what the user asked to run side by side.
+        """
+        if self.way not in WAYS:
+            raise settings.BadInput(f"unknown way to run the cells {self.way!r}; valid: {', '.join(WAYS)}")
+        if self.way == LANES and not self.lanes.strip():
+            raise settings.BadInput("--lanes needs a whole number >= 1 (CPU workers side by side), e.g. 2")
+        if self.way == RAY and not self.ray.strip():
+            # The address is the Ray way's own value: its message, not "--retries ... give
+            # --ray too", which the CLI says of retries given without any --ray.
+            return settings.parse_placement(ray=self.ray)  # raises BadInput: a blank --ray
+        return settings.parse_placement(**self.option_texts(), device=device or None)
+
+    def describe(self, device: str = "") -> tuple[Placement | None, str]:
+        """(placement, "") when valid, (None, the one-line message) when not."""
+        try:
+            return self.to_placement(device), ""
+        except settings.BadInput as exc:
+            return None, str(exc)
+
+
+def where_in_brief(p: Placement) -> str:
+    """Where the cells go, in the few words the count line has room for at 80 columns ("on 2
+    lanes", "on Ray auto"); "" for one lane, the default, which goes unsaid. The Run tab
+    shows the whole :meth:`Placement.describe` under its fields."""
+    if p.ray:
+        return f"on Ray {p.ray}"
+    if p.all_gpus:
+        return "on every GPU"
+    if p.gpus:
+        return f"on GPUs {','.join(map(str, p.gpus))}"
+    return f"on {p.lanes} lanes" if p.lanes > 1 else ""
+
+
+#: The where-form field behind each option a placement message can name.
+PLACEMENT_FIELDS = {
+    "--lanes": "lanes",
+    "--gpus": "gpus",
+    "--ray": "ray",
+    "--accelerator": "accelerators",
+    "--retries": "retries",
+}
+
+
 def field_of(message: str) -> str | None:
     """The form field a one-line message is about: the first option it names (``--batch must
     be >= 1`` -> "batch"), or None when that option is not on the form (--resolutions...).
@@ -205,7 +339,8 @@ def field_of(message: str) -> str | None:
     match = _OPTION.search(message)
     if match is None:
         return None
-    return OPTION_FIELDS.get(match.group(0))
+    option = match.group(0)
+    return OPTION_FIELDS.get(option) or PLACEMENT_FIELDS.get(option)
 
 
 def count_cells(m: MatrixSpec, *, cuda_available: bool) -> tuple[str, str]:

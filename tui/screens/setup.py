@@ -3,8 +3,9 @@
 Every axis and setting of ``sdtop run``'s matrix is here, on five tabs so the whole form
 fits 80×24 (an SSH session to a GPU box): *What* runs, the *Attention* kernels, the other
 *Levers* (compile, quant, cache, offload...), the *Shape* of each call, and how the *Run*
-measures. ctrl+n / ctrl+p switch tabs from anywhere (the inputs keep every other key),
-tab moves through a tab's fields, ctrl+r starts.
+measures and where its cells run (one lane, CPU lanes, this box's GPUs, a Ray cluster).
+ctrl+n / ctrl+p switch tabs from anywhere (the inputs keep every other key), tab moves
+through a tab's fields, ctrl+r starts.
 
 Values are checked with the CLI's own parsers (:class:`tui.models.setup.SetupForm`), so
 the line under the form is word for word what ``sdtop run`` would print for the same
@@ -27,9 +28,18 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, SelectionList, Static, TabbedContent, TabPane
 
 from ...pipelines import registry, settings
-from ...pipelines.settings import MatrixSpec
+from ...pipelines.settings import MatrixSpec, Placement
 from ..messages import StartRequested
-from ..models.setup import SetupForm, count_cells, field_of, keep_order
+from ..models.setup import (
+    WAY_FIELDS,
+    SetupForm,
+    WhereForm,
+    count_cells,
+    field_of,
+    keep_order,
+    where_choices,
+    where_in_brief,
+)
 from ..widgets.choices import ChoiceList
 
 #: The tabs, in order: (pane id, title).
@@ -54,6 +64,15 @@ _RUN_FIELDS = (
     ("iterations", "iterations", "measured calls per cell"),
     ("warmup", "warmup", "calls before them; the first compiles"),
     ("baseline", "baseline", "the cell outputs are compared with; blank: auto"),
+)
+#: The where-the-cells-run fields, labelled with their ``sdtop run`` options; the hints fit
+#: beside the ways list at 80 columns.
+_WHERE_FIELDS = (
+    ("lanes", "lanes", "CPU workers; Ray: at once"),
+    ("gpus", "gpus", "all, or cards like 0,1"),
+    ("ray", "ray", "host:port, auto or local"),
+    ("accelerators", "accelerator", "Ray node types; blank: any"),
+    ("retries", "retries", "reruns if its node is lost"),
 )
 
 #: Form fields whose widget id differs (attention is two lists; the UNet one comes first).
@@ -101,6 +120,18 @@ class SetupScreen(Screen[None]):
     tab browsable, nothing editable, nothing to start); fields the form lacks keep the
     base's values, so a matrix shown and started again is the same matrix."""
 
+    # The ways list is as narrow as its longest label, so the fields beside it keep their hints
+    # at 80 columns (and "accelerator" its gap); app.tcss is the rest of the screen's look.
+    # CSS, not DEFAULT_CSS: the app's ``ChoiceList {width: 1fr}`` would win over a default.
+    CSS = """
+    SetupScreen #where {
+        width: 20;
+    }
+    SetupScreen #where-fields .setup-label {
+        width: 12;
+    }
+    """
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "start", "Start", priority=True),
         Binding("ctrl+n", "next_tab(1)", "Next tab", priority=True),
@@ -109,11 +140,20 @@ class SetupScreen(Screen[None]):
     ]
 
     def __init__(
-        self, matrix: MatrixSpec, *, read_only: bool = False, can_go_back: bool = False, cuda_available: bool = False
+        self,
+        matrix: MatrixSpec,
+        *,
+        read_only: bool = False,
+        can_go_back: bool = False,
+        cuda_available: bool = False,
+        placement: Placement | None = None,
     ) -> None:
         super().__init__()
         self.base = matrix
         self.form = SetupForm.from_matrix(matrix)
+        #: where the cells run, from the placement the app holds (the CLI's, or the last run's)
+        self.where = WhereForm.from_placement(placement)
+        self.placement: Placement | None = placement or Placement()
         self.read_only = read_only
         self.can_go_back = can_go_back
         self.cuda_available = cuda_available  # the cell count is expand()'s, on this host
@@ -209,6 +249,29 @@ class SetupScreen(Screen[None]):
         with Horizontal(classes="setup-cols"):
             yield ChoiceList("outputs", _OUTPUTS, [f.outputs], single=True, id="outputs")
             yield Static(_NOT_HERE, classes="setup-note setup-col")
+        yield from self._compose_where(self.where)
+
+    def _compose_where(self, w: WhereForm) -> ComposeResult:
+        """The ways as a one-of list, the CLI's options for them beside it: only the chosen
+        way's are enabled (:meth:`_sync_where`), and the line under them says what it makes."""
+        choices = where_choices(self.cuda_available)
+        with Horizontal(classes="setup-cols"):
+            yield ChoiceList(
+                "where the cells run",
+                [(label, way) for label, way, _ in choices],
+                [w.way],
+                single=True,
+                unavailable=[way for _, way, why in choices if why],
+                id="where",
+            )
+            with Vertical(id="where-fields", classes="setup-col"):
+                # an unavailable way's reason is its field's hint (the GPU way's one field is "gpus")
+                reasons = {way: why for _, way, why in choices if why}
+                fields = [
+                    _field(key, label, getattr(w, key), reasons.get(key) or hint) for key, label, hint in _WHERE_FIELDS
+                ]
+                yield _box("the chosen way's options", *fields)
+        yield Static(id="where-says", classes="setup-note")
 
     def on_mount(self) -> None:
         self._validate()
@@ -263,9 +326,48 @@ class SetupScreen(Screen[None]):
             outputs=outputs[0] if outputs else previous.outputs,
         )
 
+    def _read_where(self) -> WhereForm:
+        def text(id: str) -> str:
+            return self.query_one(f"#{id}", Input).value
+
+        way = [str(v) for v in self.query_one("#where", ChoiceList).selected]
+        return WhereForm(
+            way=way[0] if way else self.where.way,
+            lanes=text("lanes"),
+            gpus=text("gpus"),
+            ray=text("ray"),
+            accelerators=text("accelerators"),
+            retries=text("retries"),
+        )
+
+    def _sync_where(self) -> None:
+        """Enable the chosen way's fields only, and say what the placement is.
+
+        A greyed field is one this way does not send: a value typed for another way stays
+        (switch back and it is there) but can be neither edited by mistake nor an error.
+        The GPU field stays greyed on a host without CUDA whatever is chosen.
+        """
+        used = WAY_FIELDS.get(self.where.way, ())
+        for key, _, _ in _WHERE_FIELDS:
+            unusable = key == "gpus" and not self.cuda_available
+            self.query_one(f"#{key}", Input).disabled = key not in used or unusable
+        says = Text()
+        if self.placement is not None:
+            says.append(f"→ {self.placement.describe()}")
+        self.query_one("#where-says", Static).update(says)
+
     def _validate(self) -> MatrixSpec | None:
+        """Read both forms, show the count (or the first bad value's line); the matrix when
+        the form and the placement are both valid, else None."""
         self.form = self._read_form()
-        matrix, self.error = self.form.describe(self.base)
+        self.where = self._read_where()
+        matrix, matrix_error = self.form.describe(self.base)
+        # checked against the What tab's device (a one-of list: always a valid choice)
+        self.placement, where_error = self.where.describe(self.form.device)
+        self.error = matrix_error or where_error
+        if self.placement is None:
+            matrix = None
+        self._sync_where()
         count = self.query_one("#setup-count", Static)
         err = self.query_one("#setup-error", Static)
         if matrix is not None:
@@ -273,6 +375,8 @@ class SetupScreen(Screen[None]):
             t = Text()
             if cells:
                 t.append(cells, style="bold")
+                if self.placement is not None and (where := where_in_brief(self.placement)):
+                    t.append(f" {where}", style="bold")
             else:  # the values parse but do not expand here; the worker host decides devices
                 t.append(f"⚠ {problem}", style="bold yellow")
             if not self.read_only:
@@ -336,11 +440,11 @@ class SetupScreen(Screen[None]):
 
     def action_start(self) -> None:
         matrix = self._validate()
-        if matrix is None:
+        if matrix is None or self.placement is None:
             self.app.bell()
             self._show_field(field_of(self.error))
             return
-        self.post_message(StartRequested(matrix))
+        self.post_message(StartRequested(matrix, self.placement))
 
     def _show_field(self, field: str | None) -> None:
         """The tab holding the field a message names, with that field focused."""

@@ -12,7 +12,7 @@ It is a :class:`SelectionList` underneath (space/enter toggle, clicks, ``selecte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import ClassVar
 
 from rich.segment import Segment
@@ -21,6 +21,7 @@ from textual import on
 from textual.strip import Strip
 from textual.widgets import OptionList, SelectionList
 from textual.widgets.option_list import OptionDoesNotExist
+from textual.widgets.selection_list import Selection
 
 #: The marks before a chosen and an unchosen option: filled and hollow, same width.
 MARK_ON = "● "
@@ -49,11 +50,16 @@ class ChoiceList(SelectionList[str]):
         chosen: Sequence[str],
         *,
         single: bool = False,
+        unavailable: Collection[str] = (),
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         pairs = [(o, o) if isinstance(o, str) else o for o in options]
-        super().__init__(*((label, value, value in chosen) for label, value in pairs), id=id, classes=classes)
+        super().__init__(
+            *(Selection(label, value, value in chosen, disabled=value in unavailable) for label, value in pairs),
+            id=id,
+            classes=classes,
+        )
         self.border_title = title
         #: a one-of list (device, outputs): choosing one unchooses the rest, and the last
         #: chosen cannot be unchosen (there is no "none" unless it is an option)
@@ -73,7 +79,9 @@ class ChoiceList(SelectionList[str]):
         with the marker in front and the label styled by chosen-ness.
 
         The cursor row of a focused list keeps the cursor's colours (an accent label on the
-        cursor's background would be unreadable); its marker still says chosen or not.
+        cursor's background would be unreadable); its marker still says chosen or not. An
+        option this host cannot run (``unavailable``: GPUs without CUDA) keeps OptionList's
+        greyed look, marker included, chosen or not: it reads as "not here" before "not chosen".
         """
         line = OptionList.render_line(self, y)
         index = self.scroll_offset.y + y
@@ -85,6 +93,9 @@ class ChoiceList(SelectionList[str]):
         state = self._state_style(on)
         underlying = next(iter(line)).style or self.rich_style
         meta = Style(meta={"option": index})  # a click on the marker picks the option too
+        if option.disabled:
+            mark = Segment(MARK_ON if on else MARK_OFF, underlying + meta)
+            return Strip([mark, *line], line.cell_length + len(MARK_ON))
         is_cursor = self.highlighted == index and self.has_focus
         label = line if is_cursor else Strip(Segment.apply_style(list(line), post_style=state), line.cell_length)
         if is_cursor and on:
