@@ -434,3 +434,13 @@ def test_more_ray_lanes_than_the_cluster_holds_are_refused() -> None:
     ):
         host.check_cells(_cells(2))
     Host(Placement(ray="auto", lanes=2), {}, [Cluster({})]).check_cells(_cells(2))
+
+
+def test_too_many_lanes_are_refused_before_any_worker_host_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "s"
+    assert cli.main(["run", "--weights", "tiny", "--lanes", "999", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sdtop: error: --lanes 999: this machine gives sdtop")
+    assert not out.exists()

@@ -160,6 +160,13 @@ def _sampler(sample_ms: float, nvml: Nvml | None) -> Sampler | None:
     return Sampler(interval_s=sample_ms / 1000.0, nvml=nvml)
 
 
+def preflight(placement: Placement) -> None:
+    """What can be refused before any worker host starts (and before "starting..." is
+    said): more CPU lanes than this process has cores."""
+    if placement.lanes > 1 and not placement.ray and not placement.wants_gpus:
+        lane_cpus(available_cores(), placement.lanes)
+
+
 def start_host(
     placement: Placement,
     launcher: Launcher | str | None,

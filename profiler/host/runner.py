@@ -46,6 +46,7 @@ from ..contract.events import (
 )
 from .fidelity import Judge
 from .lanes import Host, Lane, start_host
+from .lanes import preflight as preflight_placement
 from .launcher import Launcher, LaunchError
 from .nvml import Nvml, borrowed
 from .sampler import DEFAULT_SAMPLE_MS, Sampler
@@ -635,6 +636,7 @@ def prepare(
     """
     placement = placement or Placement()
     out_path = check_out(out, force=force)
+    preflight_placement(placement)
     early = _cells_without_host(matrix)
     if early is not None and not placement.ray:
         hub.preflight(early)
