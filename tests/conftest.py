@@ -28,6 +28,7 @@ E2E_MODULES = frozenset(
         "test_reliability.py",
         "test_pipelines_build.py",
         "test_pipelines_params.py",
+        "test_report_browser.py",  # a headless chromium per page
     }
 )
 PERF_MODULES = frozenset({"test_perf_smoke.py"})

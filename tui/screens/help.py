@@ -1,4 +1,8 @@
-"""The ? screen: every key, grouped, because the footer cannot show them all at 80 columns."""
+"""The ? screen: every key, grouped, because the footer cannot show them all at 80 columns.
+
+At 24 rows the keys are taller than the box (90% of the screen): the box scrolls (arrows,
+page keys, the wheel), and how to close it sits on its bottom border, always in sight.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -34,7 +38,14 @@ KEYS = (
             ("b / p", "a session to compare with / published it/s"),
         ),
     ),
-    ("Export", (("c / m", "write <session>/summary.csv / summary.md"),)),
+    (
+        "Export",
+        (
+            ("c / m", "write <session>/summary.csv / summary.md"),
+            ("R", "write the report page, <session>/report.html"),
+            ("", "(read-only session: ./report-<name>.html)"),
+        ),
+    ),
     (
         "App",
         (
@@ -62,6 +73,7 @@ class HelpScreen(ModalScreen[None]):
             table.add_row(Text(group, style="bold underline"), "")
             for key, what in keys:
                 table.add_row(key, what)
-        with Vertical(id="help-box"):
-            yield Static(table)
-            yield Static(Text("esc or ? closes", style="dim"))
+        box = VerticalScroll(Static(table), id="help-box")
+        box.border_subtitle = "esc or ? closes"
+        box.styles.scrollbar_size_vertical = 1  # the widest line fits beside a 1-column bar
+        yield box

@@ -9,14 +9,16 @@ and the breakdown side by side. Any panel can be zoomed to the whole area.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
 from textual import events
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -63,6 +65,8 @@ class LiveScreen(Screen[None]):
         Binding("n", "setup", "Setup"),
         Binding("c", "export_csv", "CSV"),
         Binding("m", "export_md", "MD"),
+        # the report page: off the footer (full at 80 columns), on the help screen
+        Binding("R", "report", "Report", show=False),
         Binding("f", "filter", "Filter"),
         Binding("o", "sort", "Sort"),
         # b and p: shown in the footer unless it is crowded (a run going at 80 columns),
@@ -112,6 +116,8 @@ class LiveScreen(Screen[None]):
         self.pending: set[str] = set()
         #: log entries made since the events panel was last drawn
         self._log_backlog: list[LogEntry] = []
+        #: a report page is being written (R again waits for it: one writer per file)
+        self.reporting = False
 
     # --- layout ----------------------------------------------------------------------------
 
@@ -394,3 +400,71 @@ class LiveScreen(Screen[None]):
 
     def action_export_md(self) -> None:
         self._export("summary.md", self.dashboard.render("md", live=self.running))
+
+    def action_report(self) -> None:
+        """Write this session's report page (live or replayed: what the log holds so far).
+
+        On a worker thread: the page draws its charts with matplotlib, a second or two the
+        dashboard goes on drawing through. Where it went, or why not, is one notification.
+        """
+        folder = self.session_dir()
+        if folder is None:
+            self.notify("report: no session directory yet", severity="error", timeout=8)
+            return
+        if self.reporting:
+            self.notify("report: still writing the last one", timeout=3)
+            return
+        self.reporting = True
+        self.notify("report: writing…", timeout=3)
+        self.run_worker(functools.partial(self._write_report, self.app, folder), thread=True, group="report")
+
+    def _write_report(self, app: App[object], folder: Path) -> None:
+        """The worker's half: write the page, then hand the line to say to the UI thread
+        (``app`` from the UI thread: the worker's thread has no active app of its own)."""
+        try:
+            from ...profiler.report.page import write_report
+
+            out = report_path(folder, Path.cwd())
+            path = write_report(folder) if out is None else write_report(folder, out)
+        except ModuleNotFoundError as exc:  # the report extra (matplotlib) is not installed
+            missing = exc.name or ""
+            hint = f"{missing} is not installed (pip install 'sdtop[report]')"
+            line, error = f"report: {one_line(exc) if missing.startswith('sdtop') else hint}", True
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            line, error = f"report: cannot write{where}: {exc.strerror or exc}", True
+        except Exception as exc:  # the page's own refusal (BadInput, SessionError): its line
+            line, error = f"report: {one_line(exc)}", True
+        else:
+            line, error = f"report: {Path(path).absolute()}", False
+        with contextlib.suppress(RuntimeError):  # the app quit while the page was being written
+            app.call_from_thread(self._reported, line, error)
+
+    def _reported(self, line: str, error: bool) -> None:
+        """Say the worker's line (markup off: a path or an error may hold square brackets)."""
+        self.reporting = False
+        if error:
+            self.notify(line, severity="error", timeout=10, markup=False)
+        else:
+            self.notify(line, title="Report", timeout=10, markup=False)
+
+
+def report_path(folder: Path, cwd: Path) -> Path | None:
+    """Where R writes the report page: None for the page's own default,
+    ``<session>/report.html``; where the session directory cannot be written (a replay of a
+    session someone else recorded, a read-only mount), ``<cwd>/report-<session name>.html``:
+    a replay is read-only, and R still has somewhere to write."""
+    if writable(folder):
+        return None
+    return cwd / f"report-{folder.resolve().name}.html"
+
+
+def writable(folder: Path) -> bool:
+    """Whether files can be made in ``folder`` (a read-only mount says no even to root)."""
+    return os.access(folder, os.W_OK)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message's first line, else its type's name."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
