@@ -1,4 +1,4 @@
-"""The ``sdtop`` command: the app, ``run``, ``replay``, ``export``, ``compare`` and ``merge``.
+"""The ``sdtop`` command: the app, ``run``, ``replay``, ``export``, ``compare``, ``merge`` and ``report``.
 
 Start-up matters (``sdtop --help`` should answer in well under half a second on a small
 box), so this module imports only the stdlib at load time; textual, rich and the session
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-COMMANDS = ("run", "replay", "export", "compare", "merge")
+COMMANDS = ("run", "replay", "export", "compare", "merge", "report")
 
 
 class UsageError(Exception):
@@ -297,7 +297,7 @@ def build_parser() -> _Parser:
         description="top for diffusion pipelines. With no command: the dashboard (setup screen, "
         "or straight to the live screen when matrix options are given).",
         epilog="commands: sdtop run ... | sdtop replay DIR | sdtop export DIR --format csv|md|json"
-        " | sdtop compare A B [C ...] | sdtop merge A B [C ...] -o OUT",
+        " | sdtop compare A B [C ...] | sdtop merge A B [C ...] -o OUT | sdtop report DIR [-o FILE]",
     )
     _add_matrix_options(p)
     return p
@@ -400,6 +400,33 @@ def build_merge_parser() -> _Parser:
     return p
 
 
+def build_report_parser() -> _Parser:
+    p = _Parser(
+        prog="sdtop report",
+        description="One self-contained HTML page of a session, to share: its environment, the summary tables, "
+        "charts of it/s, step latency, memory, compiles and the profile, the kept images with their PSNR, and "
+        "the failed cells. The page loads nothing over the network.",
+    )
+    p.add_argument("dir", help="a session directory (holds events.jsonl)")
+    p.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another session beside this one (repeat for more): its it/s side by side, matched as "
+        "'sdtop compare' matches cells",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="NAME|CSV",
+        help="published figures beside the tables: 'seed' (the diffusers PyTorch 2.0 tables) or a CSV in its format",
+    )
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="the page to write (default DIR/report.html)")
+    p.add_argument("--png", default=None, metavar="DIR", help="also write each chart as a PNG in DIR")
+    return p
+
+
 # --- commands -------------------------------------------------------------------------------
 
 
@@ -472,6 +499,18 @@ def cmd_compare(argv: Sequence[str]) -> int:
     for r in slowed:
         print(f"sdtop: regression: {r.line()}", file=sys.stderr)
     return 1 if slowed else 0
+
+
+def cmd_report(argv: Sequence[str]) -> int:
+    """Write the report page and print its path (matplotlib is imported here, only here)."""
+    from ..profiler.report.page import write_report
+
+    args = build_report_parser().parse_args(argv)
+    path = write_report(args.dir, args.output, against=args.against, reference=args.reference, png_dir=args.png)
+    print(path)
+    if args.png:
+        print(f"charts as PNG in {args.png}", file=sys.stderr)
+    return 0
 
 
 def cmd_merge(argv: Sequence[str]) -> int:
@@ -619,6 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "export": cmd_export,
                 "compare": cmd_compare,
                 "merge": cmd_merge,
+                "report": cmd_report,
             }[argv[0]]
             return handler(argv[1:])
         if argv and not argv[0].startswith("-"):
