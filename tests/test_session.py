@@ -342,3 +342,12 @@ def test_session_info_after_resume() -> None:
 
     # resumed and running again: the earlier SessionFinished no longer decides the status
     assert session_info(run1 + run2[:-1], live=True)["status"] == "running"
+
+
+def test_atomic_write_into_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    from sdtop.profiler.host.session import SessionError, atomic_write
+
+    with pytest.raises(SessionError, match=r"^cannot write .*gone/summary\.md: No such file or directory$"):
+        atomic_write(tmp_path / "gone" / "summary.md", "x")
+    atomic_write(tmp_path / "summary.md", "x")
+    assert (tmp_path / "summary.md").read_text() == "x"

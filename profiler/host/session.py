@@ -303,8 +303,12 @@ def _last_line_start(fh: IO[bytes], size: int) -> int:
 
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file and a rename (readers see the old or
-    the new file, never half of one)."""
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
+    the new file, never half of one). Any failure, the temp file's creation included (a
+    folder that is gone or read-only), is one :class:`SessionError` line."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
+    except OSError as exc:
+        raise SessionError(f"cannot write {path}: {_reason(exc)}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide the summary from others
