@@ -24,12 +24,13 @@ from sdtop.pipelines.settings import CellSpec, MatrixSpec, expand
 from sdtop.profiler.contract import events as ev
 from sdtop.profiler.contract import status as st
 from sdtop.profiler.host.session import SessionError, read_events
-from sdtop.profiler.report import page
+from sdtop.profiler.report import page, summary
 from sdtop.profiler.report.fold import COMPILE_EVENTS
 from sdtop.profiler.report.page import SECTIONS, ReportError, write_report
 from sdtop.profiler.report.rows import rows
 from sdtop.profiler.report.text import PROFILE_HINT
 from sdtop.tui import cli
+from sdtop.tui.models.summary import SummaryModel
 
 from tests.fixtures.make_sessions import add_compiles, add_profile, add_telemetry
 from tests.helpers_events import session_events
@@ -465,11 +466,50 @@ def test_neither_help_nor_the_page_module_imports_matplotlib() -> None:
 
 
 def test_speedups_are_the_dashboards(tmp_path: Path) -> None:
-    """Against the first cell (in cell order) of the same pipeline, stage and batch with a figure."""
+    """Against the first cell (in cell order) of the same pipeline, stage and batch with a
+    figure; the page's bars and the dashboard's × column are the one rule's."""
     table = rows(read_events(FIXTURES / "lanes" / "events.jsonl"), live=False)
-    ups = page.speedups(table)
+    ups = summary.speedups(table)
     by_batch: dict[int | None, list[float]] = {}
     for r in sorted(table, key=lambda r: r.cell):
         if r.it_per_s is not None:
             by_batch.setdefault(r.batch_size, []).append(r.it_per_s)
             assert ups[(r.cell, r.stage, r.height, r.width)] == pytest.approx(r.it_per_s / by_batch[r.batch_size][0])
+    shown = SummaryModel()
+    shown.set_rows(table)
+    for t in shown.table():
+        assert t.speedup == ups.get(summary.row_key(t.row))
+    assert page.speedups is summary.speedups
+
+
+def test_a_zero_figure_is_no_baseline_and_a_lone_row_is_not_fastest() -> None:
+    base = rows(read_events(FIXTURES / "clean" / "events.jsonl"), live=False)[0]
+    a, b, c = (dataclasses.replace(base, cell=i, it_per_s=v) for i, v in enumerate((0.0, 2.0, 3.0)))
+    lone = dataclasses.replace(base, cell=3, pipeline="other", it_per_s=5.0)
+    ups = summary.speedups([a, b, c, lone])
+    assert summary.row_key(a) not in ups
+    assert ups[summary.row_key(c)] == pytest.approx(1.5)
+    assert summary.fastest([a, b, c, lone]) == {summary.row_key(c)}
+
+
+def test_a_live_page_reads_its_running_cell_as_running(tmp_path: Path) -> None:
+    """R mid-run: the log stops inside cell 3 with no session end. Live, that cell is running
+    (not a failure, the page says it was written mid-run); read as a finished log it is
+    interrupted, as ``sdtop report`` on a dead session says."""
+    lines = (FIXTURES / "clean" / "events.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    last_start = max(i for i, line in enumerate(lines) if '"kind":"cell_started"' in line)
+    session = tmp_path / "s"
+    session.mkdir()
+    (session / "events.jsonl").write_text("".join(lines[: last_start + 200]), encoding="utf-8")
+
+    live = Page(write_report(session, tmp_path / "live.html", live=True).read_text(encoding="utf-8"))
+    failures = live.section_text("failures")
+    assert "1 cell(s) still running when the page was written (cells 3)" in failures
+    assert "interrupted" not in failures and 3 not in live.cells["failures"]
+    assert "while the session ran" in live.section_text("environment")
+    assert "running" in live.section_text("speed")
+
+    after = Page(write_report(session, tmp_path / "after.html").read_text(encoding="utf-8"))
+    assert "interrupted" in after.section_text("failures") and 3 in after.cells["failures"]
+    assert "still running" not in after.section_text("failures")
+    assert "while the session ran" not in after.section_text("environment")

@@ -40,6 +40,7 @@ class FakeWriter:
     def __init__(self, error: BaseException | None = None, hold: bool = False) -> None:
         self.error = error
         self.calls: list[tuple[Path, Path | None]] = []
+        self.live: list[bool] = []
         self.release = threading.Event()
         if not hold:
             self.release.set()
@@ -48,6 +49,7 @@ class FakeWriter:
     def __call__(self, directory: Path | str, out: Path | str | None = None, **kw: Any) -> Path:
         self.started.set()
         self.calls.append((Path(directory), None if out is None else Path(out)))
+        self.live.append(bool(kw.get("live", False)))
         assert self.release.wait(10), "the test never let the writer finish"
         if self.error is not None:
             raise self.error
@@ -100,6 +102,7 @@ async def test_r_writes_the_replayed_sessions_report_and_says_where(
         assert next(n for n in notes(app) if n.message == lines[0]).severity == "information"
         assert not live(app).reporting
     assert writer.calls == [(session, None)]  # the page's own default: <session>/report.html
+    assert writer.live == [False]  # a replay is read as the log ends
     assert (session / "report.html").is_file()
 
 
@@ -119,6 +122,7 @@ async def test_r_during_a_live_run_writes_what_is_there_so_far(
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running)
     assert writer.calls == [(tmp_path, None)]
+    assert writer.live == [True]  # its running cell reads "running", not "interrupted"
     assert "rerun_cell" not in prepare.runners[0].calls  # R is not r
 
 

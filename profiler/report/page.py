@@ -66,6 +66,8 @@ from .fold import CellFold, SessionFold, finite, fold
 from .info import info_of
 from .markdown import to_markdown
 from .rows import FAMILY_COLUMNS, Row, has_breakdown, rows_of
+from .speedup import row_key, speedups
+from .statuses import RUNNING
 from .text import (
     BREAKDOWN_TITLE,
     ENV_LINE_LABELS,
@@ -203,6 +205,11 @@ class _Report:
     others: list[cmp.SessionData]
     reference: ref.ReferenceTable | None
     charts: list[Chart] = field(default_factory=list)
+    live: bool = False
+
+    def running(self) -> list[int]:
+        """Cells still running (only a ``live`` page has any): not failures, not finished."""
+        return sorted({r.cell for r in self.rows if r.status == RUNNING})
 
     def by_cell(self) -> dict[int, list[Row]]:
         out: dict[int, list[Row]] = {}
@@ -232,15 +239,18 @@ def write_report(
     against: Sequence[Path | str] = (),
     reference: str | None = None,
     png_dir: Path | str | None = None,
+    live: bool = False,
 ) -> Path:
     """Write the session's report page (default ``<directory>/report.html``) and return its path.
 
     ``against``: sessions shown beside this one (matched as ``sdtop compare`` matches cells);
     ``reference``: published figures beside the tables (``seed``, or a CSV in its format);
     ``png_dir``: also write each chart there as ``<name>.png`` (``its.png``,
-    ``latency-cell-3.png`` ...). Every problem is a one-line :class:`SessionError` (a
-    :class:`ReportError` where the session is not the cause), found before anything is
-    written where it can be.
+    ``latency-cell-3.png`` ...); ``live``: the session is still being written (the
+    dashboard's ``R`` mid-run), so a cell without its end is ``running``, as the dashboard
+    says, not ``interrupted`` as a finished session's page would read it. Every problem is
+    a one-line :class:`SessionError` (a :class:`ReportError` where the session is not the
+    cause), found before anything is written where it can be.
     """
     d = Path(directory)
     if isinstance(against, str | Path):  # one path, not its characters
@@ -270,7 +280,7 @@ def write_report(
             "pip install 'sdtop[report]'"
         ) from None
 
-    report = _read(d, against, table)
+    report = _read(d, against, table, live=live)
     page = _page(report)
     try:
         atomic_write(target, page)
@@ -281,14 +291,14 @@ def write_report(
     return target
 
 
-def _read(d: Path, against: Sequence[Path | str], table: ref.ReferenceTable | None) -> _Report:
+def _read(d: Path, against: Sequence[Path | str], table: ref.ReferenceTable | None, *, live: bool) -> _Report:
     """One pass over the session's events (the fold and the page's own series together), and
     the other sessions as ``sdtop compare`` reads them."""
     warnings: list[str] = []
     traces = _Traces()
     session = fold(traces.tap(iter_events(d / "events.jsonl", on_warning=warnings.append)))
-    table_rows = rows_of(session, live=False)
-    info = info_of(session, live=False)
+    table_rows = rows_of(session, live=live)
+    info = info_of(session, live=live)
     names = cmp.labels(1 + len(against))
     others = []
     for label, path in zip(names[1:], against, strict=True):
@@ -305,6 +315,7 @@ def _read(d: Path, against: Sequence[Path | str], table: ref.ReferenceTable | No
         warnings=warnings,
         others=others,
         reference=table,
+        live=live,
     )
 
 
@@ -557,6 +568,8 @@ def _environment(report: _Report, summary: _Summary) -> str:
     if info.get("reason"):
         status += f" ({info['reason']})"
     facts.append(("status", status))
+    if report.running():
+        facts.append(("written", "while the session ran: its running cells' figures are those so far"))
     if info.get("started_at_utc"):
         facts.append(("started", str(info["started_at_utc"])))
     if isinstance(info.get("duration_s"), int | float):
@@ -584,6 +597,10 @@ def _environment(report: _Report, summary: _Summary) -> str:
     if report.warnings:
         parts.append('<p class="warn">' + "<br>".join(_e(f"warning: {w}") for w in report.warnings) + "</p>")
     return "\n".join(parts)
+
+
+def _cells_text(cells: Sequence[int]) -> str:
+    return ", ".join(str(c) for c in cells)
 
 
 def _env_value(v: Any) -> str:
@@ -624,24 +641,6 @@ def _tables(report: _Report, summary: _Summary) -> str:
 # --- speed --------------------------------------------------------------------------------------------
 
 
-def speedups(rows: Sequence[Row]) -> dict[tuple[int, str, int | None, int | None], float]:
-    """Each row's it/s ÷ that of the first row (in cell order) of the same pipeline, stage and
-    batch size that has one: the dashboard's speed-up column, by (cell, stage, height, width)."""
-    base: dict[tuple[str, str, int | None], float] = {}
-    out: dict[tuple[int, str, int | None, int | None], float] = {}
-    for r in sorted(rows, key=lambda r: r.cell):
-        if r.it_per_s is None or r.it_per_s <= 0:
-            continue
-        key = (r.pipeline, r.stage, r.batch_size)
-        first = base.setdefault(key, r.it_per_s)
-        out[(r.cell, r.stage, r.height, r.width)] = r.it_per_s / first
-    return out
-
-
-def _row_key(r: Row) -> tuple[int, str, int | None, int | None]:
-    return (r.cell, r.stage, r.height, r.width)
-
-
 def _bar_label(report: _Report, r: Row, rows_of_cell: Sequence[Row]) -> str:
     """A bar's label: the cell, its stage and size where it has several, its settings but the
     pipeline and batch (the group's heading says them)."""
@@ -671,7 +670,7 @@ def _speed(report: _Report) -> str:
     for pipeline, batch in order:
         bars = []
         for r in groups[(pipeline, batch)]:
-            up = ups.get(_row_key(r))
+            up = ups.get(row_key(r))
             text = (
                 f"{fmt_rate(r.it_per_s)} it/s · {up:.2f}×" if r.it_per_s is not None and up is not None else
                 st.one_line(r.status, 60) if not st.is_ok(r.status) else "no figure"
@@ -737,7 +736,7 @@ def _speed_table(report: _Report, ups: Mapping[tuple[int, str, int | None, int |
     parts += [f"<th>{h}</th>" for h in head]
     parts.append("</tr></thead><tbody>")
     for r in report.rows:
-        up = ups.get(_row_key(r))
+        up = ups.get(row_key(r))
         cells = [
             str(r.cell),
             r.stage,
@@ -1232,10 +1231,12 @@ def _failures(report: _Report) -> str:
     cells = report.by_cell()
     if not cells:
         return _none("no cell has started")
-    failed = [cell for cell, rs in cells.items() if not st.is_ok(rs[0].status)]
+    running = report.running()
+    failed = [cell for cell, rs in cells.items() if not st.is_ok(rs[0].status) and cell not in running]
+    still = f"{len(running)} cell(s) still running when the page was written (cells {_cells_text(running)})"
     if not failed:
-        return _none("no failure: every cell ended ok")
-    items = []
+        return _none(f"no failure so far; {still}" if running else "no failure: every cell ended ok")
+    items = [_none(still)] if running else []
     for cell in failed:
         c = report.session.cells[cell]
         status = cells[cell][0].status

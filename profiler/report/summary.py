@@ -6,6 +6,7 @@ from __future__ import annotations
 from .figures import compile_figures, percentile, telemetry_figures
 from .markdown import NOT_RUN, to_markdown
 from .rows import COLUMNS, LEVERS, Row, lever_off, rows, session_environment, with_session_columns
+from .speedup import fastest, row_key, speedups
 from .statuses import INTERRUPTED, RUNNING, cell_status, cell_statuses
 from .tables import csv_value, to_csv
 from .text import NO_FIGURE, UNIT_LINE
@@ -23,10 +24,13 @@ __all__ = [
     "cell_statuses",
     "compile_figures",
     "csv_value",
+    "fastest",
     "lever_off",
     "percentile",
+    "row_key",
     "rows",
     "session_environment",
+    "speedups",
     "telemetry_figures",
     "to_csv",
     "to_markdown",

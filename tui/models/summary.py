@@ -2,9 +2,9 @@
 
 Rows come from the same function as ``sdtop export``, so the live table and the exported
 CSV never disagree. On top of them this adds the two things the table is for: which
-cell is fastest (highlighted) and by how much a setting changed things (speedup against
-the first cell of the same pipeline, stage and batch size: the matrix's order puts the
-"no compile, sdpa" baseline first, as the seed's tables did).
+cell is fastest (highlighted) and by how much a setting changed things (the speed-up
+against the first cell of the same pipeline, stage and batch size), both by the report
+layer's rule (:mod:`profiler.report.speedup`), so the report page reads the same.
 
 Where the session used the second wave's levers it shows them too: a ``levers`` column
 (quant, cache, offload, fused q/k/v that are on), each cell's PSNR against its baseline
@@ -227,22 +227,8 @@ class SummaryModel:
 
 
 def _decorate(rows: Sequence[summary.Row]) -> list[TableRow]:
-    baseline: dict[tuple[str, str, int | None], float] = {}
-    best: dict[tuple[str, str, int | None], float] = {}
-    measured: dict[tuple[str, str, int | None], int] = {}
-    for r in sorted(rows, key=lambda r: r.cell):
-        key = (r.pipeline, r.stage, r.batch_size)
-        if r.it_per_s is None:
-            continue
-        baseline.setdefault(key, r.it_per_s)
-        best[key] = max(best.get(key, r.it_per_s), r.it_per_s)
-        measured[key] = measured.get(key, 0) + 1
-    out: list[TableRow] = []
-    for r in rows:
-        key = (r.pipeline, r.stage, r.batch_size)
-        base = baseline.get(key)
-        speedup = r.it_per_s / base if r.it_per_s is not None and base else None
-        # a lone row is trivially the fastest: highlighting it would say nothing
-        is_best = measured.get(key, 0) > 1 and r.it_per_s is not None and r.it_per_s == best.get(key)
-        out.append(TableRow(r, speedup, is_best))
-    return out
+    """Each row with its speed-up and whether it is its group's fastest: the report layer's
+    rule (:mod:`profiler.report.speedup`), the same the report page draws."""
+    ups = summary.speedups(rows)
+    best = summary.fastest(rows)
+    return [TableRow(r, ups.get(summary.row_key(r)), summary.row_key(r) in best) for r in rows]

@@ -416,16 +416,18 @@ class LiveScreen(Screen[None]):
             return
         self.reporting = True
         self.notify("report: writing…", timeout=3)
-        self.run_worker(functools.partial(self._write_report, self.app, folder), thread=True, group="report")
+        job = functools.partial(self._write_report, self.app, folder, live=self.running)
+        self.run_worker(job, thread=True, group="report")
 
-    def _write_report(self, app: App[object], folder: Path) -> None:
+    def _write_report(self, app: App[object], folder: Path, *, live: bool) -> None:
         """The worker's half: write the page, then hand the line to say to the UI thread
-        (``app`` from the UI thread: the worker's thread has no active app of its own)."""
+        (``app`` from the UI thread: the worker's thread has no active app of its own).
+        ``live`` while the run goes on: its running cells read "running", not "interrupted"."""
         try:
             from ...profiler.report.page import write_report
 
             out = report_path(folder, Path.cwd())
-            path = write_report(folder) if out is None else write_report(folder, out)
+            path = write_report(folder, live=live) if out is None else write_report(folder, out, live=live)
         except ModuleNotFoundError as exc:  # the report extra (matplotlib) is not installed
             missing = exc.name or ""
             hint = f"{missing} is not installed (pip install 'sdtop[report]')"
