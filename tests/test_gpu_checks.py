@@ -425,3 +425,20 @@ def test_the_dry_run_turns_gpus_into_two_cpu_lanes() -> None:
         "--pipeline", "sd-txt2img", "--weights", "tiny", "--dtype", "fp32", "--lanes", "2", "--device", "cpu",
     ]  # fmt: skip
     assert checks.dry_argv(["--gpus", "0,1", "--steps", "20"]) == ["--lanes", "2", "--steps", "2", "--device", "cpu"]
+
+
+def test_report_wants_every_section_and_the_cards_memory_series(tmp_path: Path) -> None:
+    """The report check writes the page of a profiled session: on a card its memory charts
+    need NVML's and the allocator's series and an MFU chart; a dry run, host RSS."""
+    pytest.importorskip("matplotlib")
+    from tests.fixtures.make_sessions import add_profile, add_telemetry
+
+    cells = [spec(attention="sdpa"), spec(attention="classic")]
+    on_card = add_telemetry(add_profile(session_events(cells)), gpu=True, seed=3)
+    on_cpu = add_telemetry(add_profile(session_events(cells)), gpu=False, seed=3)
+    assert outcomes("report", write(tmp_path, "card", on_card)) == ["PASS"]
+    assert outcomes("report", write(tmp_path, "cpu", on_cpu)) == ["FAIL"]  # no NVML series: not a card's page
+    assert outcomes("report", write(tmp_path, "dry", on_cpu), dry_run=True) == ["PASS"]
+    unprofiled = add_telemetry(session_events(cells), gpu=True, seed=3)
+    assert outcomes("report", write(tmp_path, "plain", unprofiled)) == ["FAIL"]  # no op-family chart
+    assert (tmp_path / "card" / "report.html").is_file()  # kept beside the session, in sessions.tgz

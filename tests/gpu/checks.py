@@ -41,14 +41,20 @@ Checks (issue 12's list; random weights, fp16, batch 1 unless said):
   its lane's cores; no two cells overlapped on one lane; the session completed. Prints the
   lanes, the cells per lane, each cell's it/s and the session's wall time. A dry run
   (``--lanes 2``: a CPU has no card) expects CPU lanes and judges no card or NVML figure.
+- ``report DIR`` (issue 16, ``sdtop report`` of the profiled session): the page is written
+  with every section in order, loads nothing, stays under 3 MB; its memory charts carry
+  NVML's process memory and the allocator's (host RSS in a dry run), and it has the it/s,
+  peak-memory, op-family and (on a card) MFU charts. Prints its size and the time it took.
 """
 
 from __future__ import annotations
 
 import argparse
+import html.parser
 import os
 import re
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -304,6 +310,57 @@ def check_profile(directory: Path, dry_run: bool) -> list[Verdict]:
     return out
 
 
+#: The page of a real session stays under this (issue 16: a 24-cell session under 3 MB).
+REPORT_LIMIT_BYTES = 3_000_000
+
+
+class _PageParts(html.parser.HTMLParser):
+    """The section ids, chart ids and every URL-bearing attribute of a report page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.charts: set[str] = set()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section" and a.get("id"):
+            self.sections.append(str(a["id"]))
+        if tag == "figure" and str(a.get("id") or "").startswith("chart-"):
+            self.charts.add(str(a["id"])[len("chart-") :])
+        self.urls += [str(v) for k, v in attrs if k in ("src", "href", "srcset", "poster", "data") and v]
+
+
+def check_report(directory: Path, dry_run: bool) -> list[Verdict]:
+    """``sdtop report`` of a real session: written, every section in order, nothing loaded
+    from anywhere (data: URIs and #anchors only), under the size limit; on a card its memory
+    charts carry NVML's and the allocator's series (the CPU's host RSS in a dry run) and,
+    the session being profiled, the op-family and MFU charts."""
+    from sdtop.profiler.report.page import SECTIONS, write_report
+
+    start = time.perf_counter()
+    out = write_report(directory)
+    took = time.perf_counter() - start
+    text = out.read_text(encoding="utf-8")
+    parts = _PageParts()
+    parts.feed(text)
+    size = len(text.encode())
+    want = [sid for sid, _ in SECTIONS]
+    remote = [u for u in parts.urls if not u.startswith(("data:", "#"))]
+    memory = text[text.index('<section id="memory"') : text.index('<section id="compile"')] if "memory" in want else ""
+    series = ("host RSS",) if dry_run else ("NVML process", "allocated")
+    missing = [s for s in series if s not in memory]
+    charts = {"its", "memory-peaks", "profile-families"} | (set() if dry_run else {"profile-mfu"})
+    detail = (
+        f"{out.name} {size / 1e6:.2f} MB in {took:.1f} s, sections {parts.sections == want}, "
+        f"charts {len(parts.charts)}, remote loads {remote[:3]}, memory series missing {missing}, "
+        f"charts missing {sorted(charts - parts.charts)}"
+    )
+    ok = parts.sections == want and not remote and size < REPORT_LIMIT_BYTES and not missing and charts <= parts.charts
+    return [_ok("report", ok, detail)]
+
+
 #: The sampler's line once it has matched a worker's card: "GPU telemetry: NVML device 0
 #: (NVIDIA H200, 0000:19:00.0), matched by PCI bus id" (profiler/host/sampler.py).
 _NVML_MATCH = re.compile(r"GPU telemetry: NVML device (\d+) \((.*)\), matched by (.+)$")
@@ -510,6 +567,7 @@ CHECKS: dict[str, tuple[int, Callable[..., list[Verdict]]]] = {
     "fp8": (1, check_fp8),
     "profile": (1, check_profile),
     "lanes": (1, check_lanes),
+    "report": (1, check_report),
 }
 
 

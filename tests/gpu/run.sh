@@ -180,6 +180,7 @@ if [ "$PART" = profile ] || [ "$PART" = all ]; then
   sdtop_run profile 150 --pipeline sd-txt2img --weights random --dtype fp16 --steps 20 --iterations 2 \
     --attention sdpa,classic --profile
   check profile "$S/profile"
+  check report "$S/profile"
 fi
 
 if [ "$PART" = gpus ] || [ "$PART" = all ]; then
