@@ -8,14 +8,16 @@ CPU, not on a scarce GPU lease; the rehearsal itself runs end to end (``--dry-ru
 from __future__ import annotations
 
 import os
+import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from sdtop.tui import cli
 
 from tests.helpers_gpu import SCRIPT, load_script, run_commands
+
+checks_py = load_script("checks.py")
 
 
 def test_the_script_is_valid_bash() -> None:
@@ -64,7 +66,7 @@ def test_the_script_runs_the_lane_path_on_its_card() -> None:
     assert "--pipeline sd-txt2img " in line and "--weights random" in line and "--gpus all" in line
     placement = cli.placement_from_args(cli.build_run_parser().parse_args(argv))
     assert placement.all_gpus and placement.wants_gpus
-    dry = cli.build_run_parser().parse_args(load_script("checks.py").dry_argv(argv))
+    dry = cli.build_run_parser().parse_args(checks_py.dry_argv(argv))
     placement = cli.placement_from_args(dry)
     assert placement.lanes == 2 and not placement.wants_gpus and dry.device == "cpu"
     text = SCRIPT.read_text()
@@ -76,7 +78,7 @@ def test_every_run_line_is_valid_input_on_a_card_and_in_the_rehearsal(argv: list
     args = cli.build_run_parser().parse_args(argv)
     assert cli.matrix_from_args(args).n_cells(cuda_available=True) >= 1
     cli.placement_from_args(args)  # --gpus and the like: BadInput on a bad value or pair
-    dry = list(load_script("checks.py").dry_argv(argv))
+    dry = list(checks_py.dry_argv(argv))
     assert "--device" in dry and "random" not in dry
     dry_args = cli.build_run_parser().parse_args(dry)
     assert cli.matrix_from_args(dry_args).n_cells(cuda_available=False) >= 1
@@ -94,31 +96,40 @@ def test_without_a_gpu_it_says_so_and_fails_at_once(tmp_path: Path) -> None:
     assert proc.stdout.startswith("FAIL no GPU on this machine")
 
 
+#: The checks each part of the script makes (a dry run makes them all on this CPU).
+PART_CHECKS = {
+    "eager": ("all-ok", "fork-safe", "kernels", "steps", "oom"),
+    "compile": ("cudagraphs", "recompile", "steps"),
+    "dit": ("levers", "fp8", "fork-safe"),
+    "profile": ("profile", "report"),
+    "gpus": ("lanes", "fork-safe"),
+}
+
+
+def test_the_rehearsal_covers_every_part_and_check() -> None:
+    """The parts rehearsed one by one below are the script's parts (``all`` is every one of
+    them), and between them they make every check checks.py has."""
+    usage = re.search(r"usage: bash tests/gpu/run.sh \[([a-z|]+)\]", SCRIPT.read_text())
+    assert usage is not None
+    assert set(usage.group(1).split("|")) == {*PART_CHECKS, "all"}
+    made = {c for checks in PART_CHECKS.values() for c in checks}
+    assert made == set(checks_py.CHECKS) - {"overhead"}  # overhead: a card's benchmark, never dry
+
+
 @pytest.mark.e2e
-def test_the_cpu_rehearsal_passes_every_check_it_can_make(tmp_path: Path) -> None:
+@pytest.mark.parametrize("part", list(PART_CHECKS))
+def test_the_cpu_rehearsal_passes_every_check_it_can_make(part: str, tmp_path: Path) -> None:
     """``--dry-run``: the same steps on tiny weights on this CPU, judged by the same checks
-    (those only a card can pass are SKIP lines); exit 0, and results.md says what ran."""
+    (those only a card can pass are SKIP lines); exit 0, and results.md says what ran. One
+    part per test, so the parts spread over the suite's workers."""
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHONPATH": ""}
     proc = subprocess.run(
-        ["bash", str(SCRIPT), "all", "--dry-run"], capture_output=True, text=True, env=env, timeout=900
+        ["bash", str(SCRIPT), part, "--dry-run"], capture_output=True, text=True, env=env, timeout=600
     )
     results = (out / "results.md").read_text()
     assert proc.returncode == 0, results + proc.stderr[-2000:] + (out / "log.txt").read_text()[-3000:]
     assert "FAIL" not in results
-    for check in (
-        "all-ok",
-        "kernels",
-        "oom",
-        "cudagraphs",
-        "recompile",
-        "steps",
-        "fork-safe",
-        "levers",
-        "fp8",
-        "profile",
-        "lanes",
-    ):
+    for check in PART_CHECKS[part]:
         assert f"PASS {check}:" in results, check
     assert "failed checks and steps: 0" in results and (out / "sessions.tgz").stat().st_size > 0
-    assert sys.executable  # the rehearsal uses the python3 on PATH, like the card
