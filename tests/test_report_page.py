@@ -509,6 +509,9 @@ def test_a_live_page_reads_its_running_cell_as_running(tmp_path: Path) -> None:
     assert "while the session ran" in live.section_text("environment")
     assert "running" in live.section_text("speed")
 
+    assert cli.main(["report", str(session), "-o", str(tmp_path / "cli.html"), "--live"]) == 0  # sdtop report --live
+    assert (tmp_path / "cli.html").read_text(encoding="utf-8") == (tmp_path / "live.html").read_text(encoding="utf-8")
+
     after = Page(write_report(session, tmp_path / "after.html").read_text(encoding="utf-8"))
     assert "interrupted" in after.section_text("failures") and 3 in after.cells["failures"]
     assert "still running" not in after.section_text("failures")

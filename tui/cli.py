@@ -424,6 +424,12 @@ def build_report_parser() -> _Parser:
     )
     p.add_argument("-o", "--output", default=None, metavar="FILE", help="the page to write (default DIR/report.html)")
     p.add_argument("--png", default=None, metavar="DIR", help="also write each chart as a PNG in DIR")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="the session is still running (another sdtop writes it): a cell without its end reads "
+        "'running', not 'interrupted'",
+    )
     return p
 
 
@@ -506,7 +512,9 @@ def cmd_report(argv: Sequence[str]) -> int:
     from ..profiler.report.page import write_report
 
     args = build_report_parser().parse_args(argv)
-    path = write_report(args.dir, args.output, against=args.against, reference=args.reference, png_dir=args.png)
+    path = write_report(
+        args.dir, args.output, against=args.against, reference=args.reference, png_dir=args.png, live=args.live
+    )
     print(path)
     if args.png:
         print(f"charts as PNG in {args.png}", file=sys.stderr)
