@@ -14,9 +14,34 @@ The marking is enforced, not trusted: a test without ``e2e`` that starts a worke
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 
 import pytest
+
+# This project's machines set PYTHONDONTWRITEBYTECODE: with no bytecode cache, every pytest
+# process (each xdist worker, each run of the inner loop) compiles and assertion-rewrites the
+# same ~200 test and sdtop modules again, ~5 s a worker. The cache is __pycache__/
+# (gitignored); the subprocesses tests start keep the variable, and read what is cached.
+sys.dont_write_bytecode = False
+
+
+def _poll_idle_finer() -> None:
+    """Textual's pilot waits for "idle" after every key and pause by sleeping 20 ms at a time
+    until the process used under 5% of a window's CPU: every key costs at least 40 ms, a
+    fifth of the TUI tests' time here. Same rule (5%), 2.5 ms windows: it still waits until
+    the app is idle, it just notices sooner. textual is pinned (pyproject.toml); if its
+    private ``_wait`` changes, this does nothing and the tests are only slower."""
+    try:
+        from textual import _wait
+    except ImportError:
+        return
+    if isinstance(getattr(_wait, "SLEEP_GRANULARITY", None), float) and hasattr(_wait, "SLEEP_IDLE"):
+        _wait.SLEEP_GRANULARITY = 1 / 400
+        _wait.SLEEP_IDLE = _wait.SLEEP_GRANULARITY / 20
+
+
+_poll_idle_finer()
 
 #: Modules whose every test runs workers or real pipelines.
 E2E_MODULES = frozenset(

@@ -1,6 +1,6 @@
 """The UI process never imports torch, diffusers or transformers (nor accelerate).
 
-Each tui module is imported in a fresh interpreter, so nothing another test imported can
+The tui modules are imported in a fresh interpreter, so nothing another test imported can
 hide a heavy import. The view-models and the data path must not need textual either:
 they are the part a headless front end or a test can use alone.
 """
@@ -11,6 +11,7 @@ import json
 import pkgutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,16 @@ MODULES = sorted(
 )
 
 
-def imported_after(module: str) -> set[str]:
-    code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+def imported_after(*modules: str) -> set[str]:
+    """``sys.modules`` of a fresh interpreter once ``modules`` are imported."""
+    code = f"import json, sys; import {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def of(loaded: set[str], tops: Sequence[str]) -> list[str]:
+    return sorted(m for m in loaded if m.split(".")[0] in tops)
 
 
 def test_every_module_is_listed() -> None:
@@ -42,15 +48,25 @@ def test_every_module_is_listed() -> None:
         "sdtop.tui.widgets.latency",
         "sdtop.tui.models.summary",
     } <= set(MODULES)
+    assert of({"torch._C", "json", "textual.app"}, FORBIDDEN) == ["torch._C"]
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_tui_module_imports_no_torch(module: str) -> None:
-    loaded = imported_after(module)
-    heavy = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN)
-    assert heavy == [], f"{module} imports {heavy[:5]}"
-    if module.startswith(NO_TEXTUAL):
-        assert not any(m.split(".")[0] in ("textual", "textual_plotext") for m in loaded), module
+@pytest.mark.parametrize(
+    ("modules", "tops"),
+    [
+        pytest.param(MODULES, FORBIDDEN, id="no-torch"),
+        pytest.param([m for m in MODULES if m.startswith(NO_TEXTUAL)], (*FORBIDDEN, "textual", "textual_plotext"),
+                     id="view-models-no-textual"),
+    ],
+)  # fmt: skip
+def test_tui_modules_import_nothing_heavy(modules: list[str], tops: tuple[str, ...]) -> None:
+    """All the modules in one fresh interpreter (one start, not one per module): if nothing
+    heavy is loaded then, no module alone loads it; if something is, each module alone, in
+    its own interpreter, names the ones that do."""
+    if not of(imported_after(*modules), tops):
+        return
+    culprits = {m: found[:5] for m in modules if (found := of(imported_after(m), tops))}
+    pytest.fail(f"imported by: {culprits}")
 
 
 def test_starting_a_run_imports_no_torch() -> None:
