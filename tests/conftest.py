@@ -1,5 +1,6 @@
-"""Test tiers. ``pytest -n 2 -m "not e2e and not perf and not slow"`` is the inner loop (under
-a minute here on both cores); README's test command (``-m 'not slow'``) runs what CI needs.
+"""Test tiers. ``pytest -n 2 -m "not e2e and not perf and not slow"`` is the inner loop (meant
+to take under a minute on both cores); README's test command (``-m 'not slow'``) runs what CI
+needs.
 
 - ``e2e``: starts sdtop workers (a fork server, ``sdtop run`` in a subprocess) or does real
   torch work of that size (torch.compile, whole tiny pipelines). Whole modules are listed
