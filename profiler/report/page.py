@@ -582,7 +582,8 @@ def _environment(report: _Report, summary: _Summary) -> str:
         facts.append(("devices", ", ".join(str(d) for d in info["devices"])))
     shown = {key for key, _ in ENV_LINE_LABELS}  # summary.md's versions line, below
     env = info.get("environment") or {}
-    facts += [(str(k), _env_value(v)) for k, v in env.items() if k not in shown and v not in (None, "")]
+    said = {k for k, _ in facts}  # the session's own start time is said once, not again as the worker's
+    facts += [(str(k), _env_value(v)) for k, v in env.items() if k not in shown | said and v not in (None, "")]
     if info.get("argv"):
         facts.append(("command", " ".join(str(a) for a in info["argv"])))
     parts = ['<table class="kv"><tbody>']
