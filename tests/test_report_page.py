@@ -239,7 +239,12 @@ def test_what_each_fixture_shows(tmp_path_factory: pytest.TempPathFactory) -> No
 
     lanes = Page(report_of(tmp_path_factory, "lanes")[0])
     assert "Ran on 2 lanes" in lanes.section_text("environment")
-    clean = Page(report_of(tmp_path_factory, "clean")[0])
+    clean_text = report_of(tmp_path_factory, "clean")[0]
+    for cell, compiled in ((0, False), (1, True), (2, False), (3, True)):  # compile none, default, ...
+        figure = clean_text[clean_text.index(f'id="chart-latency-cell-{cell}"') :]
+        figure = figure[: figure.index("</figure>")]
+        assert ("first call (log scale)" in figure) == compiled, cell  # a compile's step 0 on a log scale
+    clean = Page(clean_text)
     env = clean.section_text("environment")
     assert "Settings common to every cell" in env and "NVIDIA H100 80GB HBM3" in env
     assert "batch size 1" in clean.section_text("tables")

@@ -334,7 +334,7 @@ def step_latency(
     levels: Sequence[Level] = (),
 ) -> Chart:
     """Each step's time: the first call on its own axes at the left (compilation makes its
-    first step seconds where the others are milliseconds), the measured calls (call index,
+    first step seconds where the others are milliseconds: then on a log scale), the measured calls (call index,
     steps) one after another at the right (a faint line between calls), one colour per stage,
     the p50/p95 levels dashed/dotted in the stage's colour, labelled at the right.
 
@@ -398,14 +398,19 @@ def step_latency(
             color=color(i),
             annotation_clip=False,
         )
-    left.set_title("first call", loc="left", fontsize=8)
+    firsts = sorted(v for stage in stages for v in first.get(stage, ()) if v > 0)
+    log_first = len(firsts) > 2 and firsts[-1] > 20 * firsts[len(firsts) // 2]
+    if log_first:  # a compile's seconds-long step 0: on a log scale the other steps still show
+        left.set_yscale("log")
+    left.set_title("first call" + (" (log scale)" if log_first else ""), loc="left", fontsize=8)
     right.set_title("measured calls" + (" (grey: compiled, left out)" if grey else ""), loc="left", fontsize=8)
     left.set_xlabel("step")
     right.set_xlabel("step (calls one after another)")
     left.set_ylabel("ms")
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(4))
+        if ax.get_yscale() == "linear":
+            ax.yaxis.set_major_locator(MaxNLocator(4))
     if not any(first.values()):
         left.text(0.5, 0.5, "not timed", ha="center", va="center", transform=left.transAxes, color=MUTED)
     if not any(values for calls in measured.values() for _, values in calls):
