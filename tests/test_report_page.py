@@ -445,6 +445,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert err.count("\n") == 1 and err.startswith("sdtop: error: ") and message in err, err
 
 
+def test_cli_live_reaches_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sdtop report --live`` is write_report(live=True) (the page's live reading is tested above)."""
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(page, "write_report", lambda *a, **kw: calls.append(kw) or tmp_path / "r.html")
+    assert cli.main(["report", str(FIXTURES / "clean"), "--live"]) == 0
+    assert cli.main(["report", str(FIXTURES / "clean")]) == 0
+    assert [kw["live"] for kw in calls] == [True, False]
+
+
 def test_cli_prints_the_path_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.html"
     png = tmp_path / "png"
@@ -513,9 +522,6 @@ def test_a_live_page_reads_its_running_cell_as_running(tmp_path: Path) -> None:
     assert "interrupted" not in failures and 3 not in live.cells["failures"]
     assert "while the session ran" in live.section_text("environment")
     assert "running" in live.section_text("speed")
-
-    assert cli.main(["report", str(session), "-o", str(tmp_path / "cli.html"), "--live"]) == 0  # sdtop report --live
-    assert (tmp_path / "cli.html").read_text(encoding="utf-8") == (tmp_path / "live.html").read_text(encoding="utf-8")
 
     after = Page(write_report(session, tmp_path / "after.html").read_text(encoding="utf-8"))
     assert "interrupted" in after.section_text("failures") and 3 in after.cells["failures"]
