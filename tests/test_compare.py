@@ -454,3 +454,17 @@ def test_two_tiny_real_sessions_compare(tmp_path: Path) -> None:
     proc = sdtop(dirs[0], "--reference", "seed", "--reference-torch", "2.0")
     assert proc.returncode == 0, proc.stderr
     assert "21.66" in proc.stdout and "tiny weights are not the published models" in proc.stdout
+
+
+def test_label_columns_with_words_align_left_and_numbers_right() -> None:
+    """if-cascade's table leads with stage and compile (words: left), sd-txt2img's with compile
+    and batch (a number: right), in the Markdown and in the terminal's text alike."""
+    sessions = [cmp.load_session(FIXTURES / "clean", "A"), cmp.load_session(FIXTURES / "clean-a100", "B")]
+    comparison = cmp.compare(sessions)
+    md = cmp.to_markdown(comparison).splitlines()
+    rules = {md[i - 1].split("|")[1].strip(): md[i] for i, line in enumerate(md) if line.startswith("| --- |")}
+    assert rules["stage"].startswith("| --- | --- | ---: |")  # stage, compile, A it/s
+    assert rules["compile"].startswith("| --- | ---: | ---: |")  # compile, batch, A it/s
+    text = cmp.to_text(comparison).splitlines()
+    row = next(line for line in text if line.startswith("I ") and "none" in line)
+    assert row.split()[:2] == ["I", "none"] and row.index("none") < 20  # not pushed right under "compile"

@@ -672,6 +672,17 @@ class _Block:
     header: list[str]
     body: list[list[str]]
     below: list[str]
+    #: The leading columns that name a row (stage, settings) rather than hold a figure.
+    labels: int = 1
+
+    def left(self, column: int) -> bool:
+        """Whether a column reads as text (left-aligned): a label column with a word in it
+        (stage, compile mode); a number (batch size) and every figure align right."""
+        return column == 0 or (column < self.labels and any(not _numeric(row[column]) for row in self.body))
+
+
+def _numeric(text: str) -> bool:
+    return text.strip().lstrip("+-").replace(".", "", 1).isdigit() or text.strip() in ("", "-", "—")
 
 
 def display_columns(cmp: Comparison) -> tuple[str, ...]:
@@ -729,6 +740,7 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
         header = (["stage"] if t.multi_stage else []) + [SETTING_TITLES[k] for k in t.columns]
         if not header:
             header = ["pipeline"]
+        labels = len(header)
         header += [f"{n} it/s" for n in names]
         header += [f"{n}/{base}" for n in names[1:]]
         psnr = _has_psnr(t)
@@ -778,7 +790,7 @@ def _blocks(cmp: Comparison, ref: ReferenceView | None) -> tuple[list[str], list
             below.append(unmeasured)
         if t.pipeline == "if-cascade" and ref is not None:
             below.append("if-cascade published: stage I / stage II / upscaler; above batch 1 stage I only")
-        blocks.append(_Block(t.pipeline, above, header, body, below))
+        blocks.append(_Block(t.pipeline, above, header, body, below, labels))
     return _escaped(top), [_escaped_block(b) for b in blocks]
 
 
@@ -815,6 +827,7 @@ def _escaped_block(b: _Block) -> _Block:
         _escaped(b.header),
         [_escaped(row) for row in b.body],
         _escaped(b.below),
+        b.labels,
     )
 
 
@@ -828,7 +841,7 @@ def to_text(cmp: Comparison, ref: ReferenceView | None = None) -> str:
         for row in [b.header, *b.body]:
             lines.append(
                 "  ".join(
-                    c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                    c.ljust(w) if b.left(i) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
                 ).rstrip()
             )
         lines += b.below
@@ -846,7 +859,7 @@ def to_markdown(cmp: Comparison, ref: ReferenceView | None = None) -> str:
         if b.above:
             lines += [md_cell(x) + "  " for x in b.above] + [""]
         lines.append("| " + " | ".join(md_cell(h) for h in b.header) + " |")
-        lines.append("| --- |" + " ---: |" * (len(b.header) - 1))
+        lines.append("|" + "".join(" --- |" if b.left(i) else " ---: |" for i in range(len(b.header))))
         lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in b.body]
         lines.append("")
         if b.below:
