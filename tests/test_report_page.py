@@ -540,3 +540,19 @@ def test_the_environment_says_each_fact_once(tmp_path: Path, tmp_path_factory: p
         labels = re.findall(r"<tr><th>([^<]*)</th>", env)
         assert len(labels) == len(set(labels)), labels
         assert "started" in labels
+
+
+def test_a_merged_session_compares_speed_within_each_device(tmp_path: Path) -> None:
+    """``sdtop merge`` of an H100 and an A100 session: the A100's cells are speed-ups of the
+    A100's first cell, not of the H100's; the speed chart groups bars by device too."""
+    from sdtop.profiler.host.merge import merge
+
+    merged = merge([FIXTURES / "clean", FIXTURES / "clean-a100"], tmp_path / "merged", force=False, argv=["sdtop"])
+    table = rows(read_events(merged / "events.jsonl"), live=False)
+    ups = summary.speedups(table)
+    for device in {r.device_name for r in table}:
+        first = min((r for r in table if r.device_name == device and r.pipeline == "sd-txt2img" and r.it_per_s),
+                    key=lambda r: r.cell)  # fmt: skip
+        assert ups[summary.row_key(first)] == pytest.approx(1.0), device
+    speed = Page(write_report(merged, tmp_path / "m.html").read_text(encoding="utf-8")).section_text("speed")
+    assert "NVIDIA A100-SXM4-80GB · sd-txt2img · batch 1" in speed and "on the same device" in speed

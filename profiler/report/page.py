@@ -66,7 +66,7 @@ from .fold import CellFold, SessionFold, finite, fold
 from .info import info_of
 from .markdown import to_markdown
 from .rows import FAMILY_COLUMNS, Row, has_breakdown, rows_of
-from .speedup import row_key, speedups
+from .speedup import device_of, row_key, speedups
 from .statuses import RUNNING
 from .text import (
     BREAKDOWN_TITLE,
@@ -663,26 +663,29 @@ def _speed(report: _Report) -> str:
         return _none("no cell has started: no speed to show")
     ups = speedups(rows)
     cells = report.by_cell()
-    groups: dict[tuple[str, int | None], list[Row]] = {}
+    groups: dict[tuple[str, str, int | None], list[Row]] = {}
     for r in rows:
-        groups.setdefault((r.pipeline, r.batch_size), []).append(r)
-    order = sorted(groups, key=lambda k: (_pipeline_order(k[0]), k[1] if k[1] is not None else -1))
+        groups.setdefault((device_of(r), r.pipeline, r.batch_size), []).append(r)
+    devices = list(dict.fromkeys(device for device, _, _ in groups))  # a merged session: more than one
+    order = sorted(groups, key=lambda k: (devices.index(k[0]), _pipeline_order(k[1]), k[2] if k[2] is not None else -1))
     bar_groups = []
-    for pipeline, batch in order:
+    for device, pipeline, batch in order:
         bars = []
-        for r in groups[(pipeline, batch)]:
+        for r in groups[(device, pipeline, batch)]:
             up = ups.get(row_key(r))
             text = (
                 f"{fmt_rate(r.it_per_s)} it/s · {up:.2f}×" if r.it_per_s is not None and up is not None else
                 st.one_line(r.status, 60) if not st.is_ok(r.status) else "no figure"
             )  # fmt: skip
             bars.append(charts.Bar(_bar_label(report, r, cells[r.cell]), (r.it_per_s,), (text,)))
-        bar_groups.append(charts.BarGroup(f"{pipeline} · batch {batch if batch is not None else '?'}", tuple(bars)))
+        heading = f"{pipeline} · batch {batch if batch is not None else '?'}"
+        bar_groups.append(charts.BarGroup(f"{device} · {heading}" if len(devices) > 1 else heading, tuple(bars)))
     parts: list[str] = []
     if any(r.it_per_s is not None for r in rows):
         chart = charts.hbars(
             "its",
-            "it/s per cell (the speed-up against the first cell of the same pipeline, stage and batch)",
+            "it/s per cell (the speed-up against the first cell of the same pipeline, stage and batch"
+            + (", on the same device)" if len(devices) > 1 else ")"),
             bar_groups,
             xlabel="it/s (denoising steps per second, median of measured calls)",
         )

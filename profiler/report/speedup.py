@@ -1,9 +1,10 @@
 """The speed-up rule, in one place: the dashboard's ``×`` column, its highlight and the report
 page's bars all read it from here, so a page and the screen it came from never disagree.
 
-A row's speed-up is its it/s over that of the first row (in cell order) of the same pipeline,
-stage and batch size that has a positive figure: the matrix's order puts the "no compile,
-sdpa" baseline first, as the seed's tables did.
+A row's speed-up is its it/s over that of the first row (in cell order) of the same device,
+pipeline, stage and batch size that has a positive figure: the matrix's order puts the "no
+compile, sdpa" baseline first, as the seed's tables did. The device matters only in a merged
+session (``sdtop merge``): an A100's cell is not a speed-up of an H100's.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from collections.abc import Sequence
 
 from .rows import Row
 
-#: Rows compared with one another: the same pipeline, stage and batch size.
-Group = tuple[str, str, int | None]
+#: Rows compared with one another: the same device, pipeline, stage and batch size.
+Group = tuple[str, str, str, int | None]
 #: One row of a session: its cell, stage, height and width.
 RowKey = tuple[int, str, int | None, int | None]
 
 
+def device_of(r: Row) -> str:
+    """The device a row ran on, as summary.md's tables name it."""
+    return r.device_name or r.device or ""
+
+
 def group_of(r: Row) -> Group:
-    return (r.pipeline, r.stage, r.batch_size)
+    return (device_of(r), r.pipeline, r.stage, r.batch_size)
 
 
 def row_key(r: Row) -> RowKey:
