@@ -334,9 +334,10 @@ def step_latency(
     levels: Sequence[Level] = (),
 ) -> Chart:
     """Each step's time: the first call on its own axes at the left (compilation makes its
-    first step seconds where the others are milliseconds: then on a log scale), the measured calls (call index,
-    steps) one after another at the right (a faint line between calls), one colour per stage,
-    the p50/p95 levels dashed/dotted in the stage's colour, labelled at the right.
+    first step seconds where the others are milliseconds: then on a log scale), the measured
+    calls (call index, steps) one after another at the right (a faint line between calls), one
+    colour per stage, the p50/p95 levels dashed/dotted in the stage's colour, labelled at the
+    right.
 
     Calls in ``left_out`` (torch compiled during them: not in p50/p95) are drawn grey. The
     scale is the other calls' typical steps: a recompile's seconds-long step would flatten

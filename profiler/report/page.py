@@ -205,7 +205,6 @@ class _Report:
     others: list[cmp.SessionData]
     reference: ref.ReferenceTable | None
     charts: list[Chart] = field(default_factory=list)
-    live: bool = False
 
     def running(self) -> list[int]:
         """Cells still running (only a ``live`` page has any): not failures, not finished."""
@@ -315,7 +314,6 @@ def _read(d: Path, against: Sequence[Path | str], table: ref.ReferenceTable | No
         warnings=warnings,
         others=others,
         reference=table,
-        live=live,
     )
 
 

@@ -20,7 +20,7 @@ RowKey = tuple[int, str, int | None, int | None]
 
 
 def device_of(r: Row) -> str:
-    """The device a row ran on, as summary.md's tables name it."""
+    """The device a row ran on: its card's name, else its device (``cpu``)."""
     return r.device_name or r.device or ""
 
 

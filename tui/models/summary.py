@@ -3,7 +3,7 @@
 Rows come from the same function as ``sdtop export``, so the live table and the exported
 CSV never disagree. On top of them this adds the two things the table is for: which
 cell is fastest (highlighted) and by how much a setting changed things (the speed-up
-against the first cell of the same pipeline, stage and batch size), both by the report
+against the first cell of the same device, pipeline, stage and batch size), both by the report
 layer's rule (:mod:`profiler.report.speedup`), so the report page reads the same.
 
 Where the session used the second wave's levers it shows them too: a ``levers`` column

@@ -427,7 +427,7 @@ class LiveScreen(Screen[None]):
             from ...profiler.report.page import write_report
 
             out = report_path(folder, Path.cwd())
-            path = write_report(folder, live=live) if out is None else write_report(folder, out, live=live)
+            path = write_report(folder, out, live=live)  # out None: the page's own default
         except ModuleNotFoundError as exc:  # the report extra (matplotlib) is not installed
             missing = exc.name or ""
             hint = f"{missing} is not installed (pip install 'sdtop[report]')"
