@@ -348,7 +348,8 @@ def check_report(directory: Path, dry_run: bool) -> list[Verdict]:
     size = len(text.encode())
     want = [sid for sid, _ in SECTIONS]
     remote = [u for u in parts.urls if not u.startswith(("data:", "#"))]
-    memory = text[text.index('<section id="memory"') : text.index('<section id="compile"')] if "memory" in want else ""
+    at = text.find('<section id="memory"')
+    memory = text[at : text.find("<section ", at + 1)] if at >= 0 else ""
     series = ("host RSS",) if dry_run else ("NVML process", "allocated")
     missing = [s for s in series if s not in memory]
     charts = {"its", "memory-peaks", "profile-families"} | (set() if dry_run else {"profile-mfu"})
