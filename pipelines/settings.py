@@ -301,6 +301,9 @@ THREADS_ENV = "SDTOP_THREADS"
 #: Ray worker running the cell's task): that parent's pid (see the worker's
 #: ``die_with_parent_if_asked``).
 DIE_WITH_PARENT_ENV = "SDTOP_DIE_WITH_PARENT"
+#: Seconds a fork server waits for its next cell before it exits by itself: set by a Ray
+#: worker, which keeps one warm between tasks but cannot run code while Ray leaves it idle.
+SERVER_IDLE_ENV = "SDTOP_SERVER_IDLE_S"
 _ACCELERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

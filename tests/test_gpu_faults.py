@@ -12,15 +12,16 @@ Everything here runs real exception chains and real forks, never a GPU; the GPU 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from sdtop.pipelines.settings import CellSpec
+from sdtop.pipelines.settings import SERVER_IDLE_ENV, CellSpec
 from sdtop.profiler.contract import status
 from sdtop.profiler.host.launcher import ForkServerLauncher, SubprocessLauncher, WorkerHandle, fork_fallback_reason
-from sdtop.profiler.worker import cuda_probe
+from sdtop.profiler.worker import cuda_probe, forkserver
 
 # --- A. fork safety -------------------------------------------------------------------
 
@@ -179,6 +180,35 @@ def test_the_real_fork_server_reports_itself_fork_safe_on_this_box() -> None:
     assert hello["fork_safe"] is True and hello["launcher"] == "forkserver" and lau.fallback is None
     assert hello["cuda_available"] is torch.cuda.is_available()
     assert "cuda_probe_error" not in hello
+
+
+@pytest.mark.e2e
+def test_a_fork_server_told_an_idle_limit_exits_when_no_cell_comes() -> None:
+    """What a Ray worker's warm server does between tasks (it cannot be told: the Ray worker
+    runs no code while idle), and nothing else does: exit 0 after the limit, not before."""
+    lau = ForkServerLauncher(env={SERVER_IDLE_ENV: "1"})
+    try:
+        lau.hello()
+        assert lau.proc is not None
+        started = time.monotonic()
+        assert lau.proc.wait(timeout=30) == 0
+        assert time.monotonic() - started >= 0.9
+    finally:
+        lau.close()
+
+
+def test_the_servers_request_reader_ends_at_the_idle_limit_not_at_a_buffered_line() -> None:
+    read, write = os.pipe()
+    try:
+        os.write(write, b'{"op":"run"}\n{"op":"exit"}\n{"op":')
+        requests = forkserver.Requests(read, idle_s=0.05)
+        assert [requests.next(), requests.next()] == [b'{"op":"run"}\n', b'{"op":"exit"}\n']  # both, one read
+        assert requests.next() == b""  # half a line, then nothing for the limit: the end
+        os.write(write, b'"exit"}\n')
+        assert forkserver.Requests(read).next() == b'"exit"}\n'  # no limit: it waits for the line
+    finally:
+        os.close(read)
+        os.close(write)
 
 
 # --- B. out of memory in every disguise -----------------------------------------------

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sys
 import time
 
+from ...pipelines.settings import SERVER_IDLE_ENV
 from ..contract.events import Environment, Log, WorkerExited
 from .cell import (
     FdEmitter,
@@ -75,6 +77,38 @@ def preload() -> None:
         parameter_counts(name, "tiny")
 
 
+def idle_limit() -> float:
+    """``SERVER_IDLE_ENV``'s seconds (0, none: wait for ever, as a session's own server does)."""
+    try:
+        value = float(os.environ.get(SERVER_IDLE_ENV, "") or 0)
+    except ValueError:
+        return 0.0
+    return value if value > 0 and value == value else 0.0
+
+
+class Requests:
+    """Request lines from the parent, read from the descriptor itself (a buffered reader
+    could hold a line that ``select`` does not see), ending after ``idle_s`` with no line."""
+
+    def __init__(self, fd: int, idle_s: float = 0.0) -> None:
+        self.fd = fd
+        self.idle_s = idle_s
+        self.pending = b""
+
+    def next(self) -> bytes:
+        """The next line; b"" at the end of the pipe or after the idle limit."""
+        while b"\n" not in self.pending:
+            if self.idle_s and not select.select([self.fd], [], [], self.idle_s)[0]:
+                return b""  # a Ray worker's warm server frees its memory
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                line, self.pending = self.pending, b""
+                return line
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line + b"\n"
+
+
 def main() -> int:
     t0 = time.perf_counter()
     die_with_parent()
@@ -111,10 +145,10 @@ def main() -> int:
         emit(Log(level="warning", message=f"fork server unusable: {why}"))
         return 3
 
-    stdin = sys.stdin.buffer
+    requests = Requests(sys.stdin.fileno(), idle_limit())
     while True:
-        line = stdin.readline()
-        if not line:
+        line = requests.next()
+        if not line:  # the parent closed the pipe, or no cell came for the idle limit
             return 0
         try:
             request = json.loads(line)
