@@ -36,11 +36,13 @@ from sdtop.profiler.contract.events import (
     Event,
     Log,
     PhaseStarted,
+    Received,
     StepTimed,
     WorkerExited,
     WorkerStarted,
     decode,
     encode,
+    receive,
 )
 from sdtop.profiler.host import ray_launcher as rl
 from sdtop.profiler.host import ray_node
@@ -379,11 +381,16 @@ class FakeRay:
         self.answers = answers
         self.selectors = selectors
         self.asked: list[tuple[str, dict[str, Any]]] = []
+        self.remote_options: list[dict[str, Any]] = []
 
     def nodes(self) -> list[dict[str, Any]]:
         return self.entries
 
-    def remote(self, fn: Any) -> FakeRemote:
+    def remote(self, fn: Any = None, **options: Any) -> Any:
+        """``ray.remote(fn)``, or ``ray.remote(**options)(fn)`` (the options recorded)."""
+        if fn is None:
+            self.remote_options.append(options)
+            return lambda f: FakeRemote(self, f)
         return FakeRemote(self, fn)
 
     def wait(self, refs: list[FakeRef], num_returns: int, timeout: float) -> tuple[list[FakeRef], list[FakeRef]]:
@@ -439,6 +446,7 @@ def test_hello_probes_every_node_pinned_and_records_each_ones_environment() -> N
     assert {k: hello[k] for k in VERSIONS} == VERSIONS and hello["hostname"] == "gpu-1"
     assert hello["cuda_available"] is True and hello["cuda_device_count"] == 2
     assert hello["launcher"] == "ray" and hello["ray_version"] == "2.60.0" and hello["ray_address"] == "10.0.0.5:6379"
+    assert fake.remote_options == [{"max_calls": 0}]  # the cell task: a worker (and its warm server) serves many
     assert [(n["hostname"], n["num_gpus"], n["accelerator_type"], n["driver"]) for n in hello["nodes"]] == [
         ("gpu-1", 2, "H100", "580.65"),
         ("cpu-1", 0, "", ""),
@@ -611,6 +619,79 @@ def test_closing_the_node_stream_kills_the_worker() -> None:
         os.kill(first.pid, 0)
 
 
+class _FakeServer:
+    """A warm fork server as run_cell sees it: a stderr file other cells wrote to before, and
+    one child that writes its own stderr, three lines, then the server's WorkerExited."""
+
+    def __init__(self, err: Path, returncode: int) -> None:
+        self.err = open(err, "ab+")  # noqa: SIM115 - closed by the test
+        self.err.write(b"an earlier cell's warning\n")
+        self.err.flush()
+        self.returncode = returncode
+        self.started: list[CellSpec] = []
+
+    def stderr_fd(self) -> int:
+        return self.err.fileno()
+
+    def start(self, cell: int, spec: CellSpec) -> Any:
+        self.started.append(spec)
+        self.err.write(b"Traceback (most recent call last):\nValueError: this cell's own\n")
+        self.err.flush()
+        lines = [
+            encode(WorkerStarted(cell=cell, pid=4242)),
+            encode(StepTimed(cell=cell, step=0, ms=1.0)),
+            encode(WorkerExited(cell=cell, pid=4242, returncode=self.returncode)),
+        ]
+        return _FakeChild(cell, lines)
+
+
+class _FakeChild:
+    def __init__(self, cell: int, lines: list[str]) -> None:
+        self.cell, self.lines, self.done, self.killed = cell, lines, False, False
+
+    def read(self, timeout: float) -> list[Received]:
+        got = [receive(line, self.cell) for line in self.lines]
+        self.lines, self.done = [], True
+        return got
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+@pytest.mark.parametrize("returncode", [0, 1])
+def test_a_warm_servers_cell_keeps_its_own_stderr_and_the_servers_end_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, returncode: int
+) -> None:
+    """A cell forked from the node's warm server: the server's WorkerExited ends the stream
+    once (none made up beside it), after the stderr tail of a failed cell; only this cell's
+    part of the shared stderr file goes back; its outputs travel with its end."""
+    server = _FakeServer(tmp_path / "server.err", returncode)
+    monkeypatch.setattr(ray_node, "ready_server", lambda extra: server)
+    spec = CellSpec(pipeline="sd-txt2img", weights="tiny", device="cpu", outputs="/driver/s/outputs").to_dict()
+    real_mkdtemp = ray_node.tempfile.mkdtemp
+
+    def mkdtemp(prefix: str = "") -> str:  # the node's folder, with the output the cell kept
+        root = real_mkdtemp(prefix=prefix, dir=tmp_path)
+        (Path(root) / "outputs" / "cell-3").mkdir(parents=True)
+        (Path(root) / "outputs" / "cell-3" / "image.png").write_bytes(b"png")
+        return root
+
+    monkeypatch.setattr(ray_node.tempfile, "mkdtemp", mkdtemp)
+    try:
+        batches = list(ray_node.run_cell(3, spec, sample_ms=0))
+    finally:
+        server.err.close()
+    lines = [decode(ln) for b in batches for ln in b[0]]
+    ends = [e for e in lines if isinstance(e, WorkerExited)]
+    assert len(ends) == 1 and lines[-1] is ends[-1] and ends[0].pid == 4242 and ends[0].returncode == returncode
+    stderr = "".join(b[1] for b in batches)
+    assert "this cell's own" in stderr and "earlier cell" not in stderr
+    logs = [e for e in lines if isinstance(e, Log) and e.level == "error"]
+    assert [("ValueError: this cell's own" in e.message) for e in logs] == ([True] if returncode else [])
+    assert batches[-1][2] == [("outputs/cell-3/image.png", b"png")]  # in the end's batch
+    assert server.started[0].outputs.startswith(str(tmp_path))  # the node's folder, not the driver's
+
+
 def test_die_with_parent_names_the_same_variable_on_both_sides() -> None:
     from sdtop.profiler.worker import cell
 
@@ -713,6 +794,23 @@ def _ray_processes() -> set[int]:
             except OSError:
                 continue
             if cmd.endswith((b"/raylet", b"/gcs_server")):
+                found.add(int(entry.name))
+    return found
+
+
+def _servers_of(ray_workers: set[int]) -> set[int]:
+    """Fork servers (warm, on a Ray worker) started by one of ``ray_workers``, by pid: told
+    to die with it (``SDTOP_DIE_WITH_PARENT``), which stays in their environment after."""
+    wanted = {f"SDTOP_DIE_WITH_PARENT={pid}".encode() for pid in ray_workers}
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+                env = set((entry / "environ").read_bytes().split(b"\0"))
+            except OSError:
+                continue
+            if b"sdtop.profiler.worker.forkserver" in cmd and env & wanted:
                 found.add(int(entry.name))
     return found
 
@@ -829,9 +927,21 @@ def test_a_local_cluster_gives_the_sequential_rows_and_retries_a_lost_worker(tmp
     assert {"driver", "gpu_names", "diffusers", "ray_node_id"} <= set(node)
     where = [e["data"] for e in events if e["kind"] == "environment" and "ray_worker_pid" in e["data"]]
     assert len(where) == 7 and {d["ray_node_id"] for d in where} == {node["ray_node_id"]}
+    # each Ray worker keeps a warm fork server: a cell on a worker that already ran one is
+    # forked at once (tens of ms) instead of paying a fresh interpreter's imports (~5 s here)
+    started_at: dict[int, float] = {}
+    waits: list[float] = []
+    for e in events:
+        if e["kind"] == "cell_started":
+            started_at[e["cell"]] = e["ts"]
+        elif e["kind"] == "worker_started":
+            assert e["launcher"] == "forkserver" and e["startup_s"] < 1.0
+            waits.append(e["ts"] - started_at[e["cell"]])
+    assert len(waits) == 7 and sum(w < 2.5 for w in waits) >= 2, [round(w, 2) for w in waits]
     log = (two / "worker.log").read_text()
     assert "ray (raylet): A worker died" in log  # what Ray would have printed on stdout
     assert not _gone(_ray_processes() - before), "the local cluster is still running"
+    assert not _gone(_servers_of({d["ray_worker_pid"] for d in where})), "a warm fork server outlived its Ray worker"
 
 
 # --- files a node sends back -----------------------------------------------------------------

@@ -201,6 +201,11 @@ class ForkServerLauncher:
         if self.fallback is None:
             self._ensure()
 
+    def stderr_fd(self) -> int | None:
+        """The descriptor of the file the server and its children write stderr to (None
+        before the server starts): a Ray node reads each cell's part of it."""
+        return self._stderr.fileno() if self._stderr is not None else None
+
     def set_stderr(self, path: Path) -> None:
         """Send worker stderr to the session's log from the next server start on."""
         self.stderr_path = path

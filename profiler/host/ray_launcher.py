@@ -421,7 +421,11 @@ class RayLauncher:
         facts = self._probe(ray, nodes, deadline)
         from .ray_node import run_cell
 
-        self._task = ray.remote(run_cell)
+        # max_calls=0: Ray may reuse a worker for any number of cells, GPU cells too (its
+        # default for a GPU task is one, to free what the task held on the card; a cell holds
+        # the card in its own process, gone when the cell ends), so a node's warm fork server
+        # (ray_node.warm_server) serves the next cell.
+        self._task = ray.remote(max_calls=0)(run_cell)
         self._errors = RayErrors.of(ray.exceptions)
         self.nodes = nodes
         self._hello = self._describe(ray, nodes, facts)

@@ -6,9 +6,11 @@ module from the driver or a test must not import ray. The driver half is
 :mod:`profiler.host.ray_launcher`; it submits :func:`run_cell` as a Ray streaming-generator
 task per cell and :func:`node_facts` as one probe task per node.
 
-A cell runs here exactly as :class:`~.launcher.SubprocessLauncher` runs it on this machine:
-a fresh ``python -P -m sdtop.profiler.worker.cell``, the request as JSON on its stdin, its
-event lines on its stdout, its stderr in a file. What the Ray worker adds:
+A cell runs here as a local session runs it: a child forked from a fork server
+(:func:`warm_server`, kept by this Ray worker between its tasks: torch is imported once per
+worker, not once per cell), or where that cannot be, as :class:`~.launcher.SubprocessLauncher`
+runs it: a fresh ``python -P -m sdtop.profiler.worker.cell``, the request as JSON on its
+stdin, its event lines on its stdout, its stderr in a file. What the Ray worker adds:
 
 - the lines travel back in batches (:data:`Batch`), one Ray object per batch: a worker's
   10 000 step lines a second must not cost 10 000 objects;
@@ -18,11 +20,13 @@ event lines on its stdout, its stderr in a file. What the Ray worker adds:
   one machine;
 - the telemetry the driver's sampler cannot take from another machine: a
   :class:`~.sampler.Sampler` on the child's pid here, its events interleaved in the stream;
-- the child dies with this Ray worker (``SDTOP_DIE_WITH_PARENT``): a task killed by
-  ``ray.cancel(force=True)`` or a lost worker must not leave a process holding the GPU;
-- the end of the stream is the child's :class:`~profiler.contract.events.WorkerExited`, after
-  a ``Log`` with the tail of its stderr when it failed; the stderr itself goes back in the
-  batches, and the driver writes it to the session's worker log.
+- the child dies with this Ray worker (``SDTOP_DIE_WITH_PARENT``; a forked child with its
+  server, the server with this worker): a task killed by ``ray.cancel(force=True)`` or a
+  lost worker must not leave a process holding the GPU;
+- the end of the stream is the child's :class:`~profiler.contract.events.WorkerExited` (its
+  server's, or made from its exit status), after a ``Log`` with the tail of its stderr when
+  it failed; its stderr (its own part of a server's shared file) goes back in the batches,
+  and the driver writes it to the session's worker log.
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ...pipelines.settings import DIE_WITH_PARENT_ENV, THREADS_ENV
-from ..contract.events import Environment, Log, WorkerStarted, decode, encode
-from .launcher import LineReader, _exited, _worker_env, module_argv
+from ...pipelines.settings import DIE_WITH_PARENT_ENV, SERVER_IDLE_ENV, THREADS_ENV, CellSpec
+from ..contract.events import Environment, Log, WorkerExited, WorkerStarted, decode, encode
+from .launcher import ForkServerLauncher, LaunchError, LineReader, WorkerHandle, _exited, _worker_env, module_argv
 from .nvml import borrowed
 from .sampler import DEFAULT_SAMPLE_MS, Sampler
 
@@ -80,6 +84,7 @@ _PROBE = (
 
 _ENV_KIND = '"kind":"environment"'
 _STARTED_KIND = '"kind":"worker_started"'
+_EXITED_KIND = '"kind":"worker_exited"'
 
 
 def where() -> dict[str, Any]:
@@ -135,13 +140,16 @@ def run_cell(
     threads: int | None = None,
     sample_ms: float = DEFAULT_SAMPLE_MS,
     argv: Sequence[str] | None = None,
+    warm: bool = True,
 ) -> Iterator[Batch]:
     """Run one cell in a fresh worker process and yield its lines as they come.
 
     ``spec`` is the cell's ``CellSpec.to_dict()``; ``threads`` the CPUs the task holds (CPU
     cells: the worker's auto thread count, ``SDTOP_THREADS``); ``sample_ms`` the sampler's
-    interval (0: none). ``argv`` is the command that runs the cell (tests give a stand-in).
-    Closing the generator early (a cancel) kills the worker."""
+    interval (0: none). The process is forked from this Ray worker's warm fork server
+    (:func:`warm_server`; ``warm``, the default), or, where that cannot be (``argv``: tests
+    give a stand-in command; a server that cannot fork or start), started fresh. Closing the
+    generator early (a cancel) kills the cell's process."""
     here = where()
     # The driver's session folders are not this machine's: the cell writes its outputs,
     # profile and compile cache here, and its outputs and profile go back in the last batch.
@@ -150,10 +158,98 @@ def run_cell(
     extra = {DIE_WITH_PARENT_ENV: str(os.getpid())}
     if threads:
         extra[THREADS_ENV] = str(cell_threads(threads, usable_cores()))
+    sampler = Sampler(interval_s=sample_ms / 1000.0) if sample_ms > 0 else None
+    try:
+        server = ready_server(extra) if warm and argv is None else None
+        if server is not None:
+            batches = _forked(server, cell, spec, here, sampler)
+        else:
+            batches = _spawned(argv, cell, spec, here, sampler, extra)
+        for lines, stderr, _ in batches:
+            if any(_EXITED_KIND in line for line in lines):  # the end: its files go with it
+                yield lines, stderr, cell_files(root, cell)
+            else:
+                yield lines, stderr, []
+    finally:
+        if sampler is not None:
+            sampler.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+#: Seconds this Ray worker's warm fork server waits for its next cell before it exits (Ray
+#: keeps an idle worker, which cannot run code then: the server frees its memory itself).
+WARM_IDLE_S = 120.0
+#: This Ray worker's fork server and the environment it was started with (one at a time).
+_warm: tuple[dict[str, str], ForkServerLauncher] | None = None
+
+
+def warm_server(env: dict[str, str]) -> ForkServerLauncher:
+    """This Ray worker's fork server for cells run with ``env`` (the task's threads, the card
+    Ray gave it): started by the first such cell, which pays torch's import; every later cell
+    this worker runs forks from it in milliseconds, as a local session's cells do. A cell
+    with another environment replaces it. Ray reuses the worker (``max_calls=0``); the server
+    dies with it (PDEATHSIG) or after :data:`WARM_IDLE_S` without a cell."""
+    global _warm
+    if _warm is not None and _warm[0] == env:
+        return _warm[1]
+    if _warm is not None:
+        _warm[1].close()
+    _warm = (dict(env), ForkServerLauncher(env={**env, SERVER_IDLE_ENV: f"{WARM_IDLE_S:g}"}))
+    return _warm[1]
+
+
+def ready_server(extra: dict[str, str]) -> ForkServerLauncher | None:
+    """:func:`warm_server` for this task, greeted; None where it cannot fork cells here (it
+    fell back to fresh processes: CUDA in the server) or did not start (its line goes to
+    this Ray worker's stderr): the cell then runs in a fresh process, as it always could."""
+    global _warm
+    env = dict(extra)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # Ray sets it per task: the card is the task's
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    server = warm_server(env)
+    try:
+        server.hello()
+    except LaunchError as exc:
+        print(f"sdtop: the warm fork server did not start ({exc}); a fresh process per cell", file=sys.stderr)
+        server.close()
+        _warm = None
+        return None
+    return server if server.fallback is None else None
+
+
+def _forked(
+    server: ForkServerLauncher, cell: int, spec: dict[str, Any], here: dict[str, Any], sampler: Sampler | None
+) -> Iterator[Batch]:
+    """The cell as a child of the warm server: its lines, then how it ended (the server's own
+    WorkerExited), its part of the server's stderr file alone."""
+    fd = server.stderr_fd()
+    stream = _Stream(cell, str(spec.get("device") or ""), here, sampler, fd if fd is not None else -1)
+    stream.err_start = stream.err_pos = os.fstat(fd).st_size if fd is not None else 0
+    handle = server.start(cell, CellSpec.from_dict(spec))
+    try:
+        while not handle.done:
+            batch = stream.take(_gather_received(handle))
+            if batch[0] or batch[1]:
+                yield batch
+        yield stream.end(0, None)
+    finally:
+        if not handle.done:  # closed early: a cancel, a lost driver
+            handle.kill()
+
+
+def _spawned(
+    argv: Sequence[str] | None,
+    cell: int,
+    spec: dict[str, Any],
+    here: dict[str, Any],
+    sampler: Sampler | None,
+    extra: dict[str, str],
+) -> Iterator[Batch]:
+    """The cell in a fresh ``python -m sdtop.profiler.worker.cell`` (or ``argv``)."""
     # Nameless (unlinked at once): a Ray worker killed mid-cell leaves no file behind.
     err = tempfile.TemporaryFile(prefix="sdtop-ray-cell-")  # noqa: SIM115
     proc: subprocess.Popen[bytes] | None = None
-    sampler = Sampler(interval_s=sample_ms / 1000.0) if sample_ms > 0 else None
     try:
         proc = subprocess.Popen(
             list(argv) if argv is not None else module_argv(sys.executable, CELL_MODULE),
@@ -174,17 +270,13 @@ def run_cell(
                 yield batch
         rc = proc.wait()
         proc.stdout.close()
-        lines, stderr, _ = stream.end(proc.pid, rc)
-        yield lines, stderr, cell_files(root, cell)
+        yield stream.end(proc.pid, rc)
     finally:
         if proc is not None and proc.poll() is None:  # closed early: a cancel, a lost driver
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if sampler is not None:
-            sampler.close()
         err.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def node_paths(spec: dict[str, Any], root: str) -> dict[str, Any]:
@@ -250,6 +342,20 @@ def _gather(reader: LineReader) -> list[str]:
     return lines
 
 
+def _gather_received(handle: WorkerHandle) -> list[str]:
+    """:func:`_gather` for a fork server's child: its handle's lines, as received."""
+    got = handle.read(POLL_S)
+    if not got:
+        return []
+    deadline = time.monotonic() + BATCH_S
+    while not handle.done and len(got) < BATCH_LINES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        got += handle.read(left)
+    return [r.line if r.line is not None else encode(r.event) for r in got]
+
+
 class _Stream:
     """Turns one worker's lines into batches: the node's Environment after the worker's
     first one, the sampler pointed at the worker as the runner would point it, the
@@ -260,7 +366,9 @@ class _Stream:
         self.device = device
         self.sampler = sampler
         self.err_fd = err_fd
+        self.err_start = 0  # where this cell's stderr begins (a fork server's file is shared)
         self.err_pos = 0
+        self.exited: tuple[str, WorkerExited] | None = None  # a fork server's own end line
         self.here = here
         self.told = False
         self.host = str(here.get("hostname") or "")
@@ -268,6 +376,9 @@ class _Stream:
     def take(self, lines: list[str]) -> Batch:
         out: list[str] = []
         for line in lines:
+            if _EXITED_KIND in line and isinstance(ev := _decoded(line), WorkerExited) and ev.cell == self.cell:
+                self.exited = (line, ev)  # held back: the stderr tail goes before it, in end()
+                continue
             out.append(line)
             if _ENV_KIND in line:
                 self._environment(line)
@@ -281,19 +392,23 @@ class _Stream:
 
     def end(self, pid: int, returncode: int | None) -> Batch:
         """The last batch: the sampler's last sample, what the worker's stderr said when it
-        failed, and how it ended."""
+        failed, and how it ended (as a fork server said it, else as ``pid`` and
+        ``returncode`` say)."""
         out: list[str] = []
         if not self.told:
             out.append(self._where())
         if self.sampler is not None:
             self.sampler.stop()
             out.extend(encode(ev) for ev in self.sampler.drain())
-        if returncode != 0:
-            tail = fold_tail(self._read_err(0, None))
+        failed = returncode != 0
+        if self.exited is not None:
+            failed = self.exited[1].returncode != 0 or bool(self.exited[1].signal)
+        if failed:
+            tail = fold_tail(self._read_err(self.err_start, None))
             if tail:
                 message = f"the worker's stderr on {self.host}: {tail}"
                 out.append(encode(Log(cell=self.cell, level="error", message=message)))
-        out.append(_exited(self.cell, pid, returncode).line or "")
+        out.append(self.exited[0] if self.exited is not None else _exited(self.cell, pid, returncode).line or "")
         return out, self._stderr(everything=True), []
 
     def _where(self) -> str:
