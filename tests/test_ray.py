@@ -944,6 +944,24 @@ def test_a_local_cluster_gives_the_sequential_rows_and_retries_a_lost_worker(tmp
     assert not _gone(_servers_of({d["ray_worker_pid"] for d in where})), "a warm fork server outlived its Ray worker"
 
 
+@pytest.mark.e2e
+def test_a_compile_trace_written_on_a_node_lands_in_the_drivers_trace_folder(tmp_path: Path) -> None:
+    """``--trace DIR`` through Ray: the compiled cell's structured trace comes back into DIR,
+    where ``sdtop run`` says to open it (the node wrote it in its own temporary folder)."""
+    pytest.importorskip("ray")
+    traces, out = tmp_path / "traces", tmp_path / "run"
+    argv = ["--pipeline", "sd-txt2img", "--weights", "tiny", "--compile", "default", "--compile-backend", "eager",
+            "--steps", "2", "--iterations", "1", "--warmup", "0", "--no-outputs", "--trace", str(traces),
+            "--ray", "local", "--out", str(out)]  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "sdtop.tui.cli", "run", *argv], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (log,) = (traces / "cell-0").glob("dedicated_log_torch_trace_*.log")
+    assert log.stat().st_size > 0 and b"dynamo_start" in log.read_bytes()
+    assert f"tlparse {traces / 'cell-0'}" in run.stderr
+
+
 # --- files a node sends back -----------------------------------------------------------------
 
 
@@ -975,18 +993,36 @@ def test_a_node_sends_back_its_cells_outputs_and_profile_only(tmp_path: Path) ->
     assert all(data == rel.encode() for rel, data in files)
 
 
-def test_the_driver_writes_sent_files_inside_the_session_only(tmp_path: Path) -> None:
-    spec = CellSpec(pipeline="sd-txt2img", weights="tiny", outputs=str(tmp_path / "outputs"))
-    root = rl.session_root(spec)
-    assert root == tmp_path
+def test_the_driver_writes_sent_files_inside_their_folders_only(tmp_path: Path) -> None:
+    """Outputs into the session's outputs/, a compile trace into --trace's folder (wherever
+    it is); a path out of them, absolute, or into a folder the cell does not keep is refused."""
+    traces = tmp_path / "elsewhere" / "tr"
+    spec = CellSpec(pipeline="sd-txt2img", weights="tiny", outputs=str(tmp_path / "outputs"), trace_dir=str(traces))
+    folders = rl.shipped_folders(spec)
+    assert folders == {"outputs": tmp_path / "outputs", "traces": traces}  # no --profile: no profiles/
     note = rl.write_shipped(
-        root, [("outputs/cell-0/image-0.png", b"png"), ("../evil", b"x"), ("/etc/x", b"x"), ("compile-cache/y", b"y")]
-    )
+        folders,
+        [("outputs/cell-0/image-0.png", b"png"), ("traces/cell-0/dedicated_log_torch_trace_1.log", b"log"),
+         ("../evil", b"x"), ("/etc/x", b"x"), ("compile-cache/y", b"y"), ("profiles/cell-0/t.json.gz", b"t"),
+         ("outputs/../../evil2", b"x"), ("outputs", b"x")],
+    )  # fmt: skip
     assert (tmp_path / "outputs/cell-0/image-0.png").read_bytes() == b"png"
+    assert (traces / "cell-0/dedicated_log_torch_trace_1.log").read_bytes() == b"log"
     assert not (tmp_path.parent / "evil").exists() and not (tmp_path / "compile-cache").exists()
-    assert note.count("refused") == 3 and note.endswith("\n")
-    assert rl.session_root(CellSpec(pipeline="sd-txt2img", weights="tiny", outputs="off")) is None
-    assert "refused" in rl.write_shipped(None, [("outputs/cell-0/a.png", b"")])
+    assert not (tmp_path / "profiles").exists() and not (tmp_path.parent / "evil2").exists()
+    assert note.count("refused") == 6 and note.endswith("\n")
+    assert rl.shipped_folders(CellSpec(pipeline="sd-txt2img", weights="tiny", outputs="off")) == {}
+    assert "refused" in rl.write_shipped({}, [("outputs/cell-0/a.png", b"")])
+
+
+def test_a_node_writes_the_trace_in_its_own_folder_and_sends_it_back(tmp_path: Path) -> None:
+    moved = ray_node.node_paths({"trace_dir": "runs/traces", "outputs": "off"}, str(tmp_path))
+    assert moved["trace_dir"] == str(tmp_path / "traces")
+    assert ray_node.node_paths({"trace_dir": None}, "/r")["trace_dir"] is None
+    log = tmp_path / "traces" / "cell-2" / "dedicated_log_torch_trace_9.log"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"trace")
+    assert ray_node.cell_files(str(tmp_path), 2) == [("traces/cell-2/dedicated_log_torch_trace_9.log", b"trace")]
 
 
 def test_the_clusters_capacity_bounds_the_lanes() -> None:

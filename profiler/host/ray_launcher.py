@@ -32,7 +32,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -555,7 +555,7 @@ class RayLauncher:
             handle = _RayHandle(
                 cell,
                 stream,
-                files_root=session_root(spec),
+                files_to=shipped_folders(spec),
                 get=ray.get,
                 cancel=lambda: ray.cancel(stream, force=True),
                 errors=self._errors,
@@ -605,27 +605,33 @@ def _noop() -> None:
 # --- one cell's stream ---------------------------------------------------------------------
 
 
-def session_root(spec: CellSpec) -> Path | None:
-    """The driver's session directory, as the runner resolved the cell's session folders
-    (``<session>/outputs``, ``<session>/profiles``); None where the cell keeps neither."""
-    for value in (spec.outputs, spec.profile):
+def shipped_folders(spec: CellSpec) -> dict[str, Path]:
+    """Where the files a node sends back go on this machine, by the node's folder name: the
+    session's own ``outputs`` and ``profiles`` (as the runner resolved the cell's session
+    folders), and ``--trace``'s folder (``traces``); only those the cell writes."""
+    out: dict[str, Path] = {}
+    for name, value in (("outputs", spec.outputs), ("profiles", spec.profile)):
         if os.path.isabs(value):
-            return Path(value).parent
-    return None
+            out[name] = Path(value)
+    if spec.trace_dir:
+        out["traces"] = Path(spec.trace_dir)
+    return out
 
 
-def write_shipped(root: Path | None, files: Sequence[tuple[str, bytes]]) -> str:
-    """Write the files a node sent back (its cell's outputs and profile) under the session;
-    a line for the worker log about any that could not be. A path must stay inside the
-    session's shipped folders: a node's answer is data, never a place to write to."""
+def write_shipped(folders: Mapping[str, Path], files: Sequence[tuple[str, bytes]]) -> str:
+    """Write the files a node sent back (its cell's outputs, profile and compile trace) into
+    their folders here (:func:`shipped_folders`); a line for the worker log about any that
+    could not be. A path must stay inside one of those folders: a node's answer is data,
+    never a place to write to."""
     problems: list[str] = []
     for rel, data in files:
         path = PurePosixPath(rel)
         parts = path.parts
-        if root is None or path.is_absolute() or not parts or parts[0] not in SHIPPED_FOLDERS or ".." in parts:
+        base = folders.get(parts[0]) if parts and parts[0] in SHIPPED_FOLDERS else None
+        if base is None or path.is_absolute() or len(parts) < 2 or ".." in parts:
             problems.append(f"refused {rel!r}")
             continue
-        dest = root.joinpath(*parts)
+        dest = base.joinpath(*parts[1:])
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
@@ -647,7 +653,7 @@ class _RayHandle:
         cell: int,
         stream: Iterator[Any],
         *,
-        files_root: Path | None = None,
+        files_to: Mapping[str, Path] | None = None,
         get: Callable[[Any], Any],
         cancel: Callable[[], None],
         errors: RayErrors,
@@ -656,7 +662,7 @@ class _RayHandle:
     ) -> None:
         self.cell = cell
         self._stream = stream
-        self._files_root = files_root
+        self._files_to = dict(files_to or {})
         self._get = get
         self._cancel = cancel
         self._errors = errors
@@ -682,7 +688,7 @@ class _RayHandle:
                 if stderr:
                     self._log(stderr)
                 if rest and rest[0]:  # before the lines: the worker's exit is among them
-                    self._log(write_shipped(self._files_root, rest[0]))
+                    self._log(write_shipped(self._files_to, rest[0]))
                 got = [receive(line, self.cell) for line in lines]
                 for r in got:
                     ev = r.event

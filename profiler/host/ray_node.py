@@ -55,9 +55,10 @@ from .sampler import DEFAULT_SAMPLE_MS, Sampler
 #: bytes): its kept outputs and profile, sent once, in the last item.
 Batch = tuple[list[str], str, list[tuple[str, bytes]]]
 
-#: The session folders whose files a node sends back (the cell's own ``cell-<k>`` in each):
-#: ``--outputs`` (what the driver's fidelity judge compares) and ``--profile``'s traces.
-SHIPPED_FOLDERS = ("outputs", "profiles")
+#: The folders whose files a node sends back (the cell's own ``cell-<k>`` in each):
+#: ``--outputs`` (what the driver's fidelity judge compares), ``--profile``'s traces (both
+#: under the session) and ``--trace DIR``'s compile trace (into the driver's DIR).
+SHIPPED_FOLDERS = ("outputs", "profiles", "traces")
 
 #: The worker module a node runs for each cell (the subprocess launcher's).
 CELL_MODULE = "sdtop.profiler.worker.cell"
@@ -282,12 +283,15 @@ def _spawned(
 def node_paths(spec: dict[str, Any], root: str) -> dict[str, Any]:
     """The spec with the driver's session paths (outputs, profile, compile cache: absolute
     paths the runner resolved from "session") moved under ``root`` on this node, each keeping
-    its folder's name, so the events' paths (relative to the session) stay true."""
+    its folder's name, so the events' paths (relative to the session) stay true; and
+    ``--trace``'s folder (the driver's, any path) as ``root/traces``, sent back from there."""
     out = dict(spec)
     for key in ("outputs", "profile", "compile_cache"):
         value = out.get(key)
         if isinstance(value, str) and os.path.isabs(value):
             out[key] = os.path.join(root, os.path.basename(value.rstrip("/")) or key)
+    if out.get("trace_dir"):
+        out["trace_dir"] = os.path.join(root, "traces")
     return out
 
 
