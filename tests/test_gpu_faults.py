@@ -186,7 +186,7 @@ def test_the_real_fork_server_reports_itself_fork_safe_on_this_box() -> None:
 def test_a_fork_server_told_an_idle_limit_exits_when_no_cell_comes() -> None:
     """What a Ray worker's warm server does between tasks (it cannot be told: the Ray worker
     runs no code while idle), and nothing else does: exit 0 after the limit, not before."""
-    lau = ForkServerLauncher(env={SERVER_IDLE_ENV: "1"})
+    lau = ForkServerLauncher(env={SERVER_IDLE_ENV: "1"}, nameless_log=True)  # as a Ray worker starts it
     try:
         lau.hello()
         assert lau.proc is not None

@@ -573,11 +573,27 @@ def test_the_node_stream_adds_where_it_ran_the_stderr_tail_and_the_end() -> None
 
 
 def test_the_node_folds_stderr_as_the_local_launchers_do(tmp_path: Path) -> None:
-    from sdtop.profiler.host.launcher import stderr_tail
+    from sdtop.profiler.host import launcher
 
+    assert ray_node.fold_tail is launcher.fold_tail  # one fold, not two that could drift
     for data in (b"", b"a\n\nb\nc\nValueError: x\n", ("w" * 500 + "\nlast").encode()):
         (tmp_path / "err").write_bytes(data)
-        assert ray_node.fold_tail(data) == stderr_tail(tmp_path / "err", 0)
+        assert launcher.fold_tail(data) == launcher.stderr_tail(tmp_path / "err", 0)
+        with open(tmp_path / "err", "rb") as fh:
+            assert launcher.read_from(fh.fileno(), 0) == data and launcher.read_from(fh.fileno(), 1, 3) == data[1:4]
+    assert launcher.fold_tail(b"a\nb\nc\nd\n") == "b | c | d"
+
+
+def test_a_warm_servers_log_has_no_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray worker's warm server logs to a file with no name (a server killed with its Ray
+    worker leaves nothing in /tmp); a session's server keeps a named one to copy in."""
+    from sdtop.profiler.host import launcher
+
+    monkeypatch.setattr(ray_node, "_warm", None)
+    server = ray_node.warm_server({"SDTOP_THREADS": "1"})
+    assert server.nameless_log and server.env["SDTOP_SERVER_IDLE_S"] == "120"
+    assert ray_node.warm_server({"SDTOP_THREADS": "1"}) is server  # the same environment: the same server
+    assert not launcher.ForkServerLauncher().nameless_log
 
 
 def test_the_node_stream_batches_a_busy_workers_lines() -> None:

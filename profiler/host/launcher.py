@@ -108,18 +108,43 @@ def module_argv(python: str, module: str) -> list[str]:
 
 def stderr_tail(path: Path | None, offset: int, lines: int = 3, limit: int = 300) -> str:
     """The last lines a process wrote to its stderr file since ``offset``, folded into one
-    line: what really failed (a traceback's last line), not a guess."""
+    line (:func:`fold_tail`)."""
     if path is None:
         return ""
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
-            text = fh.read().decode(errors="replace")
+            data = fh.read()
     except OSError:
         return ""
-    tail = [ln.strip() for ln in text.splitlines() if ln.strip()][-lines:]
+    return fold_tail(data, lines, limit)
+
+
+def fold_tail(data: bytes, lines: int = 3, limit: int = 300) -> str:
+    """The last lines of a process's stderr folded into one line: what really failed (a
+    traceback's last line), not a guess."""
+    tail = [ln.strip() for ln in data.decode(errors="replace").splitlines() if ln.strip()][-lines:]
     folded = " | ".join(tail)
     return folded if len(folded) <= limit else "…" + folded[-(limit - 1) :]
+
+
+def read_from(fd: int, offset: int, limit: int | None = None) -> bytes:
+    """A file's bytes from ``offset`` on (at most ``limit``), by descriptor: ``pread`` shares
+    no position with the processes appending to it, and a file with no name reads the same."""
+    chunks: list[bytes] = []
+    while limit is None or limit > 0:
+        want = 1 << 20 if limit is None else min(limit, 1 << 20)
+        try:
+            data = os.pread(fd, want, offset)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+        offset += len(data)
+        if limit is not None:
+            limit -= len(data)
+    return b"".join(chunks)
 
 
 def _exited(cell: int, pid: int, returncode: int | None) -> Received:
@@ -148,10 +173,18 @@ class ForkServerLauncher:
     name = "forkserver"
 
     def __init__(
-        self, stderr_path: Path | None = None, python: str = sys.executable, env: dict[str, str] | None = None
+        self,
+        stderr_path: Path | None = None,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+        *,
+        nameless_log: bool = False,
     ) -> None:
         self.python = python
         self.stderr_path = stderr_path
+        #: With no session to copy it into (a Ray worker's warm server), the temporary log
+        #: has no name: a server killed with its Ray worker leaves no file behind.
+        self.nameless_log = nameless_log
         self.env = dict(env or {})  # a lane's own variables (its cores, its card)
         self.proc: subprocess.Popen[bytes] | None = None
         self.reader: LineReader | None = None
@@ -173,7 +206,9 @@ class ForkServerLauncher:
             # Worker stderr (library warnings, faulthandler dumps) goes to a file; before
             # the session directory exists (start-up checks, a pre-warmed UI) it is a
             # temporary one, copied into the session at close.
-            if self.stderr_path is None:
+            if self.stderr_path is None and self.nameless_log:
+                self._stderr = tempfile.TemporaryFile(prefix="sdtop-worker-", suffix=".log")  # noqa: SIM115
+            elif self.stderr_path is None:
                 self._tmp_log = tempfile.NamedTemporaryFile(prefix="sdtop-worker-", suffix=".log", delete=False)  # noqa: SIM115
                 self._stderr = self._tmp_log
             else:
@@ -231,7 +266,7 @@ class ForkServerLauncher:
             if self.reader.eof or self.proc.poll() is not None:
                 rc = self.proc.wait()
                 self._stderr.flush()
-                why = stderr_tail(Path(self._stderr.name), self._stderr_offset) or "it wrote nothing to stderr"
+                why = fold_tail(read_from(self._stderr.fileno(), self._stderr_offset)) or "it wrote nothing to stderr"
                 raise LaunchError(f"the worker host exited during start-up (exit code {rc}): {why}")
         raise LaunchError(f"the worker host did not start within {timeout:.0f} s")
 

@@ -46,7 +46,17 @@ from typing import Any
 
 from ...pipelines.settings import DIE_WITH_PARENT_ENV, SERVER_IDLE_ENV, THREADS_ENV, CellSpec
 from ..contract.events import Environment, Log, WorkerExited, WorkerStarted, decode, encode
-from .launcher import ForkServerLauncher, LaunchError, LineReader, WorkerHandle, _exited, _worker_env, module_argv
+from .launcher import (
+    ForkServerLauncher,
+    LaunchError,
+    LineReader,
+    WorkerHandle,
+    _exited,
+    _worker_env,
+    fold_tail,
+    module_argv,
+    read_from,
+)
 from .nvml import borrowed
 from .sampler import DEFAULT_SAMPLE_MS, Sampler
 
@@ -195,7 +205,8 @@ def warm_server(env: dict[str, str]) -> ForkServerLauncher:
         return _warm[1]
     if _warm is not None:
         _warm[1].close()
-    _warm = (dict(env), ForkServerLauncher(env={**env, SERVER_IDLE_ENV: f"{WARM_IDLE_S:g}"}))
+    server = ForkServerLauncher(env={**env, SERVER_IDLE_ENV: f"{WARM_IDLE_S:g}"}, nameless_log=True)
+    _warm = (dict(env), server)
     return _warm[1]
 
 
@@ -442,30 +453,8 @@ class _Stream:
         return data.decode(errors="replace")
 
     def _read_err(self, offset: int, limit: int | None) -> bytes:
-        """The stderr file's bytes from ``offset`` (``pread``: the worker appends to the same
-        file meanwhile, and no position is shared with it)."""
-        chunks: list[bytes] = []
-        while limit is None or limit > 0:
-            want = 1 << 20 if limit is None else min(limit, 1 << 20)
-            try:
-                data = os.pread(self.err_fd, want, offset)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-            offset += len(data)
-            if limit is not None:
-                limit -= len(data)
-        return b"".join(chunks)
-
-
-def fold_tail(data: bytes, lines: int = 3, limit: int = 300) -> str:
-    """The last lines of a process's stderr folded into one line, as
-    :func:`~.launcher.stderr_tail` folds them: what really failed (a traceback's last line)."""
-    tail = [ln.strip() for ln in data.decode(errors="replace").splitlines() if ln.strip()][-lines:]
-    folded = " | ".join(tail)
-    return folded if len(folded) <= limit else "…" + folded[-(limit - 1) :]
+        """The stderr file's bytes from ``offset`` (the worker appends to it meanwhile)."""
+        return read_from(self.err_fd, offset, limit)
 
 
 def _decoded(line: str) -> Any:
