@@ -197,6 +197,15 @@ def test_a_fork_server_told_an_idle_limit_exits_when_no_cell_comes() -> None:
         lau.close()
 
 
+@pytest.mark.parametrize(("text", "limit"), [("", 0.0), ("120", 120.0), ("0", 0.0), ("-3", 0.0), ("nan", 0.0),
+                                             ("inf", 0.0), ("soon", 0.0)])  # fmt: skip
+def test_the_idle_limit_is_a_finite_positive_number_or_none(
+    monkeypatch: pytest.MonkeyPatch, text: str, limit: float
+) -> None:
+    monkeypatch.setenv(SERVER_IDLE_ENV, text)
+    assert forkserver.idle_limit() == limit
+
+
 def test_the_servers_request_reader_ends_at_the_idle_limit_not_at_a_buffered_line() -> None:
     read, write = os.pipe()
     try:

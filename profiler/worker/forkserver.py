@@ -22,6 +22,7 @@ Protocol (the parent is :class:`profiler.host.launcher.ForkServerLauncher`):
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import signal
@@ -83,7 +84,7 @@ def idle_limit() -> float:
         value = float(os.environ.get(SERVER_IDLE_ENV, "") or 0)
     except ValueError:
         return 0.0
-    return value if value > 0 and value == value else 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0  # inf would overflow select()
 
 
 class Requests:
